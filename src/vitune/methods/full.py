@@ -1,0 +1,19 @@
+"""Full fine-tuning: every backbone parameter trains (the baseline every PETL table compares with)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from torch import nn
+
+from .base import Method
+from .registry import register_method
+
+
+@register_method
+class FullFineTuning(Method):
+    name = "full"
+
+    def claimed_parameters(self, model: nn.Module) -> Iterable[str]:
+        heads = set(self.head_parameter_names(model))
+        return [n for n, _ in model.named_parameters() if n not in heads]

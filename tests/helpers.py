@@ -1,0 +1,50 @@
+"""Tiny backbones and shared helpers for the test suite (random init, no download)."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+
+TINY = dict(img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=2, num_classes=5)
+
+# The backbone variants every method is tested on.
+BACKBONES = {
+    # plain ViT: class token, token pooling
+    "vit": lambda: timm.create_model("vit_tiny_patch16_224", pretrained=False, **TINY),
+    # DINOv2 with layer scale and 4 register tokens (5 prefix tokens)
+    "dinov2_reg": lambda: timm.create_model(
+        "vit_small_patch14_reg4_dinov2", pretrained=False, img_size=28, patch_size=14, depth=2,
+        embed_dim=64, num_heads=2, num_classes=5, init_values=0.5,
+    ),
+    # no class token, average pooling over the patch tokens
+    "avgpool": lambda: timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, class_token=False, global_pool="avg", **TINY
+    ),
+}
+
+
+def make_backbone(kind: str = "vit", seed: int = 0) -> nn.Module:
+    """The same weights for the same (kind, seed): a fresh copy of the backbone an adapter was saved from."""
+    torch.manual_seed(seed)
+    return BACKBONES[kind]().eval()
+
+
+def image_batch(model: nn.Module, n: int = 4, seed: int = 1) -> torch.Tensor:
+    size = model.patch_embed.img_size
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, *size, generator=g)
+
+
+def vit_b16(**kwargs) -> nn.Module:
+    """ViT-B/16 built without weights: for parameter counts only."""
+    return timm.create_model("vit_base_patch16_224", pretrained=False, **kwargs)
+
+
+@torch.no_grad()
+def perturb_trainable(model: nn.Module, std: float = 0.1, seed: int = 2) -> None:
+    """Give every trainable tensor a non-identity value, so merge and save/load tests can fail."""
+    g = torch.Generator().manual_seed(seed)
+    for _, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            p.add_(torch.randn(p.shape, generator=g) * std)

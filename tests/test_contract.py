@@ -1,0 +1,120 @@
+"""The shared contract, checked for every registered method on every tiny backbone variant."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vitune
+from vitune.methods.base import VituneModule, method_parameters
+
+from cases import ROUNDTRIP_ATOL, TINY_CONFIGS
+from helpers import BACKBONES, image_batch, make_backbone, perturb_trainable
+
+GRID = [(m, b) for m in vitune.methods() for b in BACKBONES]
+
+
+def adapted(method: str, kind: str):
+    return vitune.apply(make_backbone(kind), method, **TINY_CONFIGS.get(method, {}))
+
+
+@pytest.mark.parametrize("method,kind", GRID)
+def test_only_method_and_head_train(method, kind):
+    model = adapted(method, kind)
+    from vitune.api import trainable_names
+
+    params = dict(model.named_parameters())
+    expected = {n for n in trainable_names(model) if n in params}
+    requires = {n for n, p in params.items() if p.requires_grad}
+    assert requires == expected
+    assert {n for n, _ in method_parameters(model)} <= requires
+    assert {n for n in params if n.startswith("head.")} <= requires
+
+    before = {n: p.detach().clone() for n, p in params.items()}
+    opt = torch.optim.AdamW([p for p in params.values() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    model.train()
+    x = image_batch(model)
+    F.cross_entropy(model(x), torch.arange(len(x)) % 5).backward()
+    for n, p in params.items():
+        if not p.requires_grad:
+            assert p.grad is None, f"frozen {n} got a gradient"
+    opt.step()
+    changed = {n for n, p in params.items() if not torch.equal(p, before[n])}
+    assert changed <= requires, f"frozen parameters changed: {sorted(changed - requires)[:5]}"
+    assert "head.weight" in changed or any(n.startswith("head.") for n in changed)
+
+
+@pytest.mark.parametrize("method,kind", GRID)
+def test_every_method_parameter_learns(method, kind):
+    """Within a few steps from the default init, every method parameter gets a non-zero gradient."""
+    model = adapted(method, kind)
+    named = dict(model.named_parameters())
+    claimed = [(n, named[n]) for n in model.vitune_method.claimed_parameters(model)]
+    params = list(method_parameters(model)) + claimed
+    if not params:
+        pytest.skip(f"{method} adds no parameters")
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    seen = set()
+    model.train()
+    for step in range(3):
+        x = image_batch(model, seed=step)
+        opt.zero_grad()
+        F.cross_entropy(model(x), torch.arange(len(x)) % 5).backward()
+        seen |= {n for n, p in params if p.grad is not None and p.grad.abs().sum() > 0}
+        opt.step()
+    assert seen == {n for n, _ in params}, f"never learned: {sorted({n for n, _ in params} - seen)}"
+
+
+@pytest.mark.parametrize("method,kind", GRID)
+def test_save_load_round_trip(method, kind, tmp_path):
+    model = adapted(method, kind)
+    perturb_trainable(model)
+    model.eval()
+    x = image_batch(model)
+    with torch.no_grad():
+        expected = model(x)
+    vitune.save_adapter(model, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+    loaded = vitune.load_adapter(make_backbone(kind), tmp_path).eval()
+    with torch.no_grad():
+        got = loaded(x)
+    atol = ROUNDTRIP_ATOL.get(method, 0.0)
+    torch.testing.assert_close(got, expected, rtol=0, atol=atol)
+    assert vitune.count_parameters(loaded) == vitune.count_parameters(model)
+    assert {n for n, p in loaded.named_parameters() if p.requires_grad} == {
+        n for n, p in model.named_parameters() if p.requires_grad
+    }
+
+
+@pytest.mark.parametrize("method,kind", GRID)
+def test_merge(method, kind):
+    model = adapted(method, kind)
+    perturb_trainable(model)
+    model.eval()
+    x = image_batch(model)
+    with torch.no_grad():
+        before = model(x)
+        plain = make_backbone(kind)(x)
+    # The adapter must change the function, or the equality below proves nothing.
+    assert (before - plain).abs().max() > 1e-3
+
+    if not vitune.is_mergeable(method):
+        with pytest.raises(vitune.NotMergeableError, match=method):
+            vitune.merge(model)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), before, rtol=0, atol=0)  # still intact
+        return
+
+    vitune.merge(model)
+    assert not any(isinstance(m, VituneModule) for m in model.modules())
+    stock = make_backbone(kind)
+    assert list(model.state_dict()) == list(stock.state_dict())
+    with torch.no_grad():
+        after = model(x)
+    assert (after - before).abs().max() <= 1e-4
+
+    stock.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(stock(x), after, rtol=0, atol=0)
