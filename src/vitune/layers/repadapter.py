@@ -1,0 +1,101 @@
+"""RepAdapter's adapter (Luo et al., 2023): f(x) = x + s * B(Dropout(A(x))), a linear map with a skip.
+
+A is dense (r x D, with bias); B is grouped: output channels [j*D/g, (j+1)*D/g) read only hidden channels
+[j*r/g, (j+1)*r/g) (with bias). The scale s multiplies all of B's output, its bias included. There is no
+nonlinearity, so at eval f(x) = x (I + s W_B W_A)^T + s (W_B b_A + b_B), with W_B the block-diagonal
+expansion of the grouped weight; the adapter then folds into the linear layer it feeds.
+
+Tensors (official Conv1d names in brackets, for converting their checkpoints):
+``weight_A`` (r, D) [conv_A.weight (r, D, 1)], ``bias_A`` (r,) [conv_A.bias],
+``weight_B`` (D, r/g) [conv_B.weight (D, r/g, 1)], ``bias_B`` (D,) [conv_B.bias].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .input_adapted_linear import InputAdaptedLinear
+
+
+def grouped_to_dense(weight_b: torch.Tensor, groups: int) -> torch.Tensor:
+    """The (D, r) block-diagonal matrix of a grouped (D, r/g) weight: block j maps hidden group j."""
+    dim, per_group = weight_b.shape
+    return torch.block_diag(*weight_b.reshape(groups, dim // groups, per_group))
+
+
+class RepAdapter(nn.Module):
+    """The adapter alone, acting on the last dimension of its input.
+
+    Args:
+        dim: width D of the input (and output).
+        r: hidden width (``hidden_dim`` in the official code).
+        groups: groups g of the second projection; r and D must be multiples of g.
+        dropout: dropout on the r-wide hidden (training only).
+        scale: s, multiplying the whole second projection (bias included).
+    """
+
+    def __init__(self, dim: int, r: int = 8, groups: int = 2, dropout: float = 0.1, scale: float = 1.0,
+                 device=None, dtype=None):
+        super().__init__()
+        if r % groups or dim % groups:
+            raise ValueError(f"RepAdapter: r={r} and width {dim} must both be multiples of groups={groups}")
+        factory = {"device": device, "dtype": dtype}
+        self.dim, self.r, self.groups, self.scale = dim, r, groups, scale
+        self.weight_A = nn.Parameter(torch.empty(r, dim, **factory))
+        self.bias_A = nn.Parameter(torch.empty(r, **factory))
+        self.weight_B = nn.Parameter(torch.empty(dim, r // groups, **factory))
+        self.bias_B = nn.Parameter(torch.empty(dim, **factory))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Xavier A, zero B: the adapter starts as the identity and B learns first.
+        nn.init.xavier_uniform_(self.weight_A)
+        nn.init.zeros_(self.bias_A)
+        nn.init.zeros_(self.weight_B)
+        nn.init.zeros_(self.bias_B)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.dropout(F.linear(x, self.weight_A, self.bias_A))
+        g = self.groups
+        # Grouped product: (..., g, r/g) x (g, D/g, r/g) -> (..., g, D/g); never the dense (D, r) matrix.
+        out = torch.einsum(
+            "...gk,gok->...go",
+            hidden.unflatten(-1, (g, self.r // g)),
+            self.weight_B.view(g, self.dim // g, self.r // g),
+        ).flatten(-2)
+        return x + self.scale * (out + self.bias_B)
+
+    def affine64(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, c) with f(x) = x M^T + c at eval, in float64."""
+        w_a, b_a = self.weight_A.detach().double(), self.bias_A.detach().double()
+        w_b = grouped_to_dense(self.weight_B.detach().double(), self.groups)
+        eye = torch.eye(self.dim, dtype=torch.float64, device=w_a.device)
+        return eye + self.scale * (w_b @ w_a), self.scale * (w_b @ b_a + self.bias_B.detach().double())
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, r={self.r}, groups={self.groups}, scale={self.scale}"
+
+
+class RepAdapterLinear(InputAdaptedLinear):
+    """An ``nn.Linear`` with a RepAdapter on its input: y = Lin(f(x)).
+
+    Merges into ``W' = W (I + s W_B W_A)``, ``b' = b + s W (W_B b_A + b_B)``.
+    """
+
+    def __init__(self, base_layer: nn.Linear, r: int = 8, groups: int = 2, dropout: float = 0.1,
+                 scale: float = 1.0):
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(f"RepAdapterLinear wraps an nn.Linear, got {type(base_layer).__name__}")
+        adapter = RepAdapter(
+            base_layer.in_features, r, groups, dropout, scale,
+            device=base_layer.weight.device, dtype=base_layer.weight.dtype,
+        )
+        super().__init__(base_layer, adapter)
+
+
+def wrap_linear(linear: nn.Linear, **config) -> RepAdapterLinear:
+    """``RepAdapterLinear(linear, **config)``: the adapter-wrapped layer, for code outside the registry."""
+    return RepAdapterLinear(linear, **config)
