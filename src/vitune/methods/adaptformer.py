@@ -1,0 +1,197 @@
+"""AdaptFormer (Chen et al., NeurIPS 2022): a ReLU bottleneck parallel to each block's MLP.
+
+    X2 = X1 + MLP(LN2(X1)) + s * a(X1),   a(Z) = Dropout(ReLU(Z W_d^T + b_d)) W_u^T + b_u
+
+The adapter reads the residual stream after attention, X1, not LN2(X1): the official code's semantics (the
+paper's figure shows a LayerNorm; the author says the code is right). Config keys are named like the
+official ``tuning_config`` (ffn_option, ffn_adapter_scalar, ffn_num, vpt_on, ...).
+
+Surgery, without copying timm's Block: ``norm2`` becomes nn.Identity and ``mlp`` becomes an
+:class:`AdaptFormerMLP` holding the original norm and MLP, whose forward is mlp(norm(x)) + sum_k a_k(x).
+The block calls mlp(norm2(x)), so that module receives X1. Consequence: the adapter output also passes
+through the block's ls2 / drop_path2, which are identities for ViT-B (no layer scale) at drop_path 0,
+AdaptFormer's setting.
+
+Layer-wise iterative training ("multi"): several adapters per block (``ffn_num`` as a list), trained one
+at a time with :func:`select_adapter`; :func:`num_adapters` says how many there are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, VituneError
+from ..layers.bottleneck import linear_bottleneck
+from ..layers.prompts import PromptedBlock
+from ..surgery import replace_module
+from .base import Method, VituneModule
+from .config import MethodConfig, option
+from .registry import register_method
+
+
+@dataclass
+class AdaptFormerConfig(MethodConfig):
+    ffn_adapt: bool = option(True, "insert the MLP adapters (false: prompts and head only)")
+    ffn_num: int | tuple[int, ...] = option(
+        64, "bottleneck width (64 in the paper; the VTAB numbers others report use 8); a list puts one "
+        "adapter of each width in every block, for layer-wise iterative training"
+    )
+    ffn_option: Literal["parallel", "sequential"] = option(
+        "parallel", "parallel: a(X1) added beside the MLP; sequential: H + a(H) on the MLP output H"
+    )
+    ffn_adapter_scalar: str | float = option(
+        "0.1", "the scale s: a number (string or float), or 'learnable_scalar' (a trained scalar starting at 1)"
+    )
+    ffn_adapter_layernorm_option: Literal["none", "in", "out"] = option(
+        "none", "LayerNorm on the adapter input ('in') or on its scaled output ('out')"
+    )
+    ffn_adapter_init_option: Literal["lora"] = option(
+        "lora", "down projection kaiming-uniform (a=sqrt(5)), up projection and biases zero"
+    )
+    dropout: float = option(0.1, "dropout on the bottleneck activations (training only)")
+    d_model: int | None = option(None, "backbone width, checked against the model when given")
+    vpt_on: bool = option(False, "also learn deep prompt tokens (new ones before each block, dropped after)")
+    vpt_num: int = option(1, "prompt tokens per block when vpt_on")
+    head: Literal["linear", "bn_linear"] = option(
+        "linear", "bn_linear: BatchNorm1d(affine=False, eps=1e-6) before the linear head (the MAE-style "
+        "head of AdaptFormer's image recipe); its running statistics are saved with the head"
+    )
+
+    def __post_init__(self):
+        if isinstance(self.ffn_num, list):
+            self.ffn_num = tuple(self.ffn_num)
+        widths = self.bottlenecks
+        self.require(len(widths) > 0, "ffn_num", "needs at least one bottleneck width")
+        self.require(all(isinstance(w, int) and w > 0 for w in widths), "ffn_num",
+                     f"widths must be positive integers, got {self.ffn_num!r}")
+        if isinstance(self.ffn_adapter_scalar, str) and self.ffn_adapter_scalar != "learnable_scalar":
+            try:
+                float(self.ffn_adapter_scalar)
+            except ValueError:
+                self.require(False, "ffn_adapter_scalar",
+                             f"must be a number or 'learnable_scalar', got {self.ffn_adapter_scalar!r}")
+        self.require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        self.require(self.vpt_num > 0, "vpt_num", f"must be positive, got {self.vpt_num}")
+        self.require(self.d_model is None or self.d_model > 0, "d_model", f"must be positive, got {self.d_model}")
+
+    @property
+    def bottlenecks(self) -> tuple[int, ...]:
+        return tuple(self.ffn_num) if isinstance(self.ffn_num, (tuple, list)) else (self.ffn_num,)
+
+    @property
+    def learnable_scale(self) -> bool:
+        return self.ffn_adapter_scalar == "learnable_scalar"
+
+    @property
+    def scale(self) -> float:
+        return 1.0 if self.learnable_scale else float(self.ffn_adapter_scalar)
+
+
+class AdaptFormerMLP(VituneModule):
+    """The block's MLP with its pre-norm moved inside, plus AdaptFormer's adapters.
+
+    parallel: mlp(norm(x)) + sum_k a_k(x)      (x is the residual stream X1)
+    sequential: h + sum_k a_k(h), h = mlp(norm(x))
+    """
+
+    wrapped = ("norm", "mlp")
+
+    def __init__(self, norm: nn.Module, mlp: nn.Module, adapters: list[nn.Module], option: str):
+        super().__init__()
+        self.norm = norm
+        self.mlp = mlp
+        self.adapters = nn.ModuleList(adapters)
+        self.option = option
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.mlp(self.norm(x))
+        source = x if self.option == "parallel" else h
+        out = h
+        for adapter in self.adapters:
+            out = out + adapter(source)
+        return out
+
+
+@register_method
+class AdaptFormer(Method):
+    name = "adaptformer"
+    Config = AdaptFormerConfig
+    mergeable = False
+    not_mergeable_reason = (
+        "its bottleneck has a ReLU between the down and up projections, so the branch is not linear in the "
+        "input and cannot be folded into the backbone's weights; it adds inference cost"
+    )
+
+    def inject(self, model: nn.Module, places) -> None:
+        cfg = self.config
+        dim = places.embed_dim
+        if cfg.d_model is not None and cfg.d_model != dim:
+            raise ConfigError(f"AdaptFormerConfig.d_model: {cfg.d_model} does not match the backbone's width {dim}")
+        ref = model.get_submodule(places.blocks[0].fc1).weight
+        factory = {"device": ref.device, "dtype": ref.dtype}
+        for block in places.blocks:
+            if cfg.ffn_adapt:
+                adapters = [
+                    linear_bottleneck(
+                        dim, width, init=cfg.ffn_adapter_init_option, act="relu", dropout=cfg.dropout,
+                        scale=cfg.scale, learnable_scale=cfg.learnable_scale,
+                        layernorm=cfg.ffn_adapter_layernorm_option, **factory,
+                    )
+                    for width in cfg.bottlenecks
+                ]
+                norm = replace_module(model, block.norm2, nn.Identity())
+                mlp = model.get_submodule(block.mlp)
+                replace_module(model, block.mlp, AdaptFormerMLP(norm, mlp, adapters, cfg.ffn_option))
+            if cfg.vpt_on:
+                # AdaptFormer's prompts: xavier-uniform on a (1, vpt_num, D) tensor.
+                bound = math.sqrt(6.0 / ((cfg.vpt_num + 1) * dim))
+                wrapper = PromptedBlock(
+                    model.get_submodule(block.block), num_prefix_tokens=places.num_prefix_tokens, dim=dim,
+                    insert=cfg.vpt_num, remove=cfg.vpt_num, bound=bound, **factory,
+                )
+                replace_module(model, block.block, wrapper)
+        if cfg.head == "bn_linear":
+            for head in places.heads:
+                linear = model.get_submodule(head)
+                if isinstance(linear, nn.Linear):
+                    norm = nn.BatchNorm1d(linear.in_features, affine=False, eps=1e-6, **factory)
+                    replace_module(model, head, nn.Sequential(norm, linear))
+
+
+def _adaptformer_mlps(model: nn.Module) -> list[AdaptFormerMLP]:
+    from ..api import applied_method
+
+    method = applied_method(model)
+    if not isinstance(method, AdaptFormer):
+        found = method.name if method is not None else "none"
+        raise VituneError(f"this needs a model with method 'adaptformer' applied (found: {found})")
+    return [m for m in model.modules() if isinstance(m, AdaptFormerMLP)]
+
+
+def num_adapters(model: nn.Module) -> int:
+    """How many adapters each block of an AdaptFormer model has (0 when ffn_adapt is off)."""
+    mlps = _adaptformer_mlps(model)
+    return len(mlps[0].adapters) if mlps else 0
+
+
+def select_adapter(model: nn.Module, index: int | None) -> None:
+    """Layer-wise iterative training: make adapter `index` of every block trainable, freeze the others.
+
+    The classifier head stays trainable; prompts (vpt_on) are left as they are. ``index=None`` makes every
+    adapter trainable again. Build a new optimizer after calling this: it changes ``requires_grad``.
+    """
+    mlps = _adaptformer_mlps(model)
+    count = len(mlps[0].adapters) if mlps else 0
+    if index is not None and not 0 <= index < count:
+        raise VituneError(f"adapter index {index} is out of range: each block has {count} adapters")
+    for mlp in mlps:
+        for k, adapter in enumerate(mlp.adapters):
+            adapter.requires_grad_(index is None or k == index)
+    params = dict(model.named_parameters())
+    for name in model.vitune_method.head_parameter_names(model):
+        params[name].requires_grad_(True)
