@@ -37,7 +37,7 @@ ROLES = ("q", "v")
 def kron_columns(slow: torch.Tensor, fast: torch.Tensor) -> torch.Tensor:
     """The (n*m, n) matrix whose column i is kron(slow[i], fast[i]), from slow (n, n) and fast (n, m)."""
     n, m = fast.shape
-    return torch.einsum("ip,iq->qpi", slow, fast).reshape(slow.shape[1] * m, n)
+    return torch.einsum("ip,iq->pqi", slow, fast).reshape(slow.shape[1] * m, n)
 
 
 class KAdaptationRules(VituneModule):
