@@ -58,9 +58,15 @@ def apply(model: nn.Module, name: str, **config: Any) -> nn.Module:
     method = cls(cls.Config.from_dict(config, method=name))
     places = find_places(model)
     method.places = places
-    for p in model.parameters():
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
         p.requires_grad_(False)
-    method.inject(model, places)
+    try:
+        method.inject(model, places)  # methods check everything before their first replacement
+    except Exception:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        raise
     object.__setattr__(model, _ATTR, method)
     params = dict(model.named_parameters())
     for tensor_name in trainable_names(model):

@@ -52,7 +52,10 @@ class Method:
         self.places: ModelPlaces | None = None  # set by vitune.apply before inject
 
     def inject(self, model: nn.Module, places: ModelPlaces) -> None:
-        """Insert the method's modules into `model` (its backbone parameters are already frozen)."""
+        """Insert the method's modules into `model` (its backbone parameters are already frozen).
+
+        Check the config against the model before the first replacement, so a bad config leaves the model
+        as it was."""
 
     def claimed_parameters(self, model: nn.Module) -> Iterable[str]:
         """Names of backbone parameters that are this method's own trainable set (BitFit's biases)."""

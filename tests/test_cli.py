@@ -1,0 +1,26 @@
+"""The `vitune` command: the zero-argument demo job and the method list."""
+
+from vitune import cli
+
+
+def test_demo_job_end_to_end(tmp_path, capsys):
+    assert cli.main(["demo", "--steps", "60", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "OK: the reloaded and merged models give the same outputs" in out
+    accuracy_after = float(out.split("before, ")[1].split("%")[0])
+    assert accuracy_after > 80  # the tiny run really learns the colour task
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors"
+    ]
+
+
+def test_demo_with_config_and_error(tmp_path, capsys):
+    assert cli.main(["demo", "--steps", "2", "--method", "bitfit", "--set", "norms=true",
+                     "--out", str(tmp_path)]) == 0
+    assert cli.main(["demo", "--steps", "2", "--set", "rank=2", "--out", str(tmp_path)]) == 2
+    assert "unknown config key 'rank'" in capsys.readouterr().err
+
+
+def test_methods_listing(capsys):
+    assert cli.main(["methods"]) == 0
+    assert "lora" in capsys.readouterr().out
