@@ -7,7 +7,7 @@ f(x) = x M^T + c, the pair folds into the linear: Lin(f(x)) = x (W M)^T + (b + W
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -28,9 +28,19 @@ class AffineAdapter(Protocol):
 class InputAdaptedLinear(WrappedLinear):
     """``base_layer(adapter(x))``; merges into ``W' = W M``, ``b' = b + W c``."""
 
+    # The child's name, so parameter names read ``<linear>.<adapter_name>.<tensor>``.
+    adapter_name: ClassVar[str] = "adapter"
+
     def __init__(self, base_layer: nn.Linear, adapter: nn.Module):
         super().__init__(base_layer)
-        self.adapter = adapter
+        self.add_module(self.adapter_name, adapter)
+
+    @property
+    def adapter(self) -> nn.Module:
+        try:
+            return self._modules[self.adapter_name]
+        except KeyError:  # AttributeError keeps hasattr() (used by add_module) working
+            raise AttributeError("adapter") from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base_layer(self.adapter(x))

@@ -85,6 +85,10 @@ class RepAdapterLinear(InputAdaptedLinear):
     Merges into ``W' = W (I + s W_B W_A)``, ``b' = b + s W (W_B b_A + b_B)``.
     """
 
+    # Parameter names read ``<linear>.repadapter.weight_A``: the seed README's freeze-by-name snippet
+    # (``'repadapter' in name``) then selects exactly the adapter tensors.
+    adapter_name = "repadapter"
+
     def __init__(self, base_layer: nn.Linear, r: int = 8, groups: int = 2, dropout: float = 0.1,
                  scale: float = 1.0):
         if not isinstance(base_layer, nn.Linear):

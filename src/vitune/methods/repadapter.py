@@ -69,12 +69,13 @@ class RepAdapterMethod(Method):
 
     def inject(self, model: nn.Module, places) -> None:
         cfg = self.config
-        for path in linear_targets(model, places, cfg.targets, cfg.pattern):
+        paths = list(linear_targets(model, places, cfg.targets, cfg.pattern))
+        for path in paths:  # check every target before the first replacement
+            width = model.get_submodule(path).in_features
+            if width % cfg.groups:
+                raise ConfigError(f"{self.name}: {path} has {width} inputs, not a multiple of groups={cfg.groups}")
+        for path in paths:
             base = model.get_submodule(path)
-            if base.in_features % cfg.groups:
-                raise ConfigError(
-                    f"{self.name}: {path} has {base.in_features} inputs, not a multiple of groups={cfg.groups}"
-                )
             replace_module(model, path, RepAdapterLinear(base, cfg.r, cfg.groups, cfg.dropout, cfg.scale))
 
 
