@@ -222,6 +222,20 @@ def test_bn_linear_head_saves_its_statistics(tmp_path):
         torch.testing.assert_close(loaded(x), expected, rtol=0, atol=0)
 
 
+def test_all_options_survive_save_and_load(tmp_path):
+    config = dict(ffn_num=[4, 8], ffn_adapter_scalar="learnable_scalar", ffn_adapter_layernorm_option="in",
+                  ffn_option="sequential", vpt_on=True, vpt_num=2)
+    model = adapted("dinov2_reg", **config)
+    x = image_batch(model)
+    with torch.no_grad():
+        expected = model(x)
+    vitune.save_adapter(model, tmp_path)
+    loaded = vitune.load_adapter(make_backbone("dinov2_reg"), tmp_path).eval()
+    assert loaded.vitune_method.config == model.vitune_method.config
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected, rtol=0, atol=0)
+
+
 def test_merge_is_refused_with_the_reason():
     model = vitune.apply(make_backbone(), "adaptformer")
     assert not vitune.is_mergeable("adaptformer")

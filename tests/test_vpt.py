@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 
 import vitune
 from vitune.layers.prompts import PromptedBlock
 
-from helpers import BACKBONES, image_batch, make_backbone, perturb_trainable, vit_b16
+from helpers import BACKBONES, TINY, image_batch, make_backbone, perturb_trainable, vit_b16
 
 
 def adapted(method: str, kind: str, **config):
@@ -104,20 +105,13 @@ def test_prompt_dropout_is_configurable():
 
 
 def test_shallow_wraps_first_and_last_block_only():
-    model = vitune.apply(timm_deeper(), "vpt_shallow")
+    torch.manual_seed(0)
+    deeper = timm.create_model("vit_tiny_patch16_224", pretrained=False, **{**TINY, "depth": 4})
+    model = vitune.apply(deeper, "vpt_shallow")
     wrapped = [i for i, b in enumerate(model.blocks) if isinstance(b, PromptedBlock)]
     assert wrapped == [0, 3]
     assert model.blocks[0].prompts.shape == (10, 64) and model.blocks[0].remove == 0
     assert model.blocks[3].prompts is None and model.blocks[3].remove == 10
-
-
-def timm_deeper():
-    import timm
-
-    from helpers import TINY
-
-    torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, **{**TINY, "depth": 4}).eval()
 
 
 def test_attention_mask_is_refused():
