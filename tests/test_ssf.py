@@ -1,0 +1,111 @@
+"""SSF: placement, init, gamma * op(x) + beta on each op kind, the fold into the op, the ViT-B/16 count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import vitune
+from vitune.methods.ssf import ScaleShift
+
+from helpers import image_batch, make_backbone, vit_b16
+
+
+def perturbed(op: nn.Module) -> ScaleShift:
+    torch.manual_seed(0)
+    wrapped = ScaleShift(op)
+    with torch.no_grad():
+        wrapped.scale.normal_(1.0, 0.5)
+        wrapped.shift.normal_(0.0, 0.5)
+    return wrapped
+
+
+def test_linear_formula_and_fold():
+    wrapped = perturbed(nn.Linear(16, 24))
+    gamma, beta = wrapped.scale.detach(), wrapped.shift.detach()
+    w, b = wrapped.base_layer.weight.detach().clone(), wrapped.base_layer.bias.detach().clone()
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x), F.linear(x, w, b) * gamma + beta)
+        out = wrapped(x)
+        merged = wrapped.merged()
+    assert type(merged) is nn.Linear
+    torch.testing.assert_close(merged.weight, gamma[:, None] * w)
+    torch.testing.assert_close(merged.bias, gamma * b + beta)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), out, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_without_bias_gains_one():
+    wrapped = perturbed(nn.Linear(16, 24, bias=False))
+    gamma, beta = wrapped.scale.detach(), wrapped.shift.detach()
+    w = wrapped.base_layer.weight.detach().clone()
+    merged = wrapped.merged()
+    torch.testing.assert_close(merged.weight, gamma[:, None] * w)
+    torch.testing.assert_close(merged.bias, beta)
+
+
+def test_layer_norm_formula_and_fold():
+    norm = nn.LayerNorm(24)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    wrapped = perturbed(norm)
+    gamma, beta = wrapped.scale.detach(), wrapped.shift.detach()
+    w, b = norm.weight.detach().clone(), norm.bias.detach().clone()
+    x = torch.randn(3, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x), F.layer_norm(x, (24,), w, b, norm.eps) * gamma + beta)
+        out = wrapped(x)
+        merged = wrapped.merged()
+    assert type(merged) is nn.LayerNorm
+    torch.testing.assert_close(merged.weight, gamma * w)
+    torch.testing.assert_close(merged.bias, gamma * b + beta)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), out, rtol=1e-5, atol=1e-5)
+
+
+def test_patch_conv_formula_and_fold():
+    wrapped = perturbed(nn.Conv2d(3, 8, kernel_size=4, stride=4))
+    gamma, beta = wrapped.scale.detach(), wrapped.shift.detach()
+    w, b = wrapped.base_layer.weight.detach().clone(), wrapped.base_layer.bias.detach().clone()
+    x = torch.randn(2, 3, 16, 16)
+    expected = F.conv2d(x, w, b, stride=4) * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x), expected)
+        merged = wrapped.merged()
+    torch.testing.assert_close(merged.weight, w * gamma.view(-1, 1, 1, 1))
+    torch.testing.assert_close(merged.bias, gamma * b + beta)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,final_norm", [("vit", "norm"), ("avgpool", "fc_norm")])
+def test_placement(kind, final_norm):
+    model = vitune.apply(make_backbone(kind), "ssf")
+    wrapped = {n for n, m in model.named_modules() if isinstance(m, ScaleShift)}
+    expected = {"patch_embed.proj", final_norm}
+    for i in range(len(model.blocks)):
+        expected |= {f"blocks.{i}.{p}" for p in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")}
+    assert wrapped == expected
+    with torch.no_grad():
+        assert model(image_batch(model)).isfinite().all()
+
+
+def test_init_is_near_identity():
+    model = vitune.apply(make_backbone(), "ssf")
+    scales = torch.cat([m.scale.detach() for m in model.modules() if isinstance(m, ScaleShift)])
+    shifts = torch.cat([m.shift.detach() for m in model.modules() if isinstance(m, ScaleShift)])
+    assert abs(float(scales.mean()) - 1.0) < 0.005 and 0.015 < float(scales.std()) < 0.025
+    assert abs(float(shifts.mean())) < 0.005 and 0.015 < float(shifts.std()) < 0.025
+
+
+def test_vit_b16_count():
+    model = vitune.apply(vit_b16(), "ssf")
+    d, hidden, depth = 768, 3072, 12
+    per_block = 2 * (d + 3 * d + d + d + hidden + d)  # norm1, qkv, proj, norm2, fc1, fc2
+    expected = 2 * d + depth * per_block + 2 * d  # patch embedding, blocks, final norm
+    assert expected == 205_824
+    assert vitune.count_parameters(model)["method"] == expected
