@@ -57,6 +57,11 @@ class AdaptFormerConfig(MethodConfig):
     d_model: int | None = option(None, "backbone width, checked against the model when given")
     vpt_on: bool = option(False, "also learn deep prompt tokens (new ones before each block, dropped after)")
     vpt_num: int = option(1, "prompt tokens per block when vpt_on")
+    adpnum_option: Literal["single", "multi"] = option(
+        "single", "the guide's training scheme: 'single' trains every adapter together; 'multi' (layer-wise "
+        "iterative training) trains one adapter of each block at a time (see select_adapter) and needs a list "
+        "of bottleneck widths in ffn_num"
+    )
     head: Literal["linear", "bn_linear"] = option(
         "linear", "bn_linear: BatchNorm1d(affine=False, eps=1e-6) before the linear head (the MAE-style "
         "head of AdaptFormer's image recipe); its running statistics are saved with the head"
@@ -77,6 +82,8 @@ class AdaptFormerConfig(MethodConfig):
                              f"must be a number or 'learnable_scalar', got {self.ffn_adapter_scalar!r}")
         self.require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         self.require(self.vpt_num > 0, "vpt_num", f"must be positive, got {self.vpt_num}")
+        self.require(self.adpnum_option == "single" or isinstance(self.ffn_num, tuple), "adpnum_option",
+                     "'multi' trains several adapters per block one at a time: give ffn_num as a list of widths")
         self.require(self.d_model is None or self.d_model > 0, "d_model", f"must be positive, got {self.d_model}")
 
     @property
