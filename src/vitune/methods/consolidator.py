@@ -120,7 +120,8 @@ class Consolidator(Method):
 
     def inject(self, model: nn.Module, places) -> None:
         cfg = self.config
-        for path in linear_targets(model, places, cfg.targets):
+        paths = list(linear_targets(model, places, cfg.targets))
+        for path in paths:  # check every target before the first replacement
             base = model.get_submodule(path)
             for g in cfg.fc_groups:
                 if base.in_features % g or base.out_features % g:
@@ -128,6 +129,8 @@ class Consolidator(Method):
                         f"consolidator.fc_groups: {g} groups do not divide {path} "
                         f"({base.in_features} -> {base.out_features})"
                     )
+        for path in paths:
+            base = model.get_submodule(path)
             layer = ConsolidatorLinear(base, cfg.fc_groups, cfg.rep_drop, cfg.with_channel_shuffle, cfg.rep_bias)
             replace_module(model, path, layer)
 
