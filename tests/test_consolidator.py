@@ -167,7 +167,7 @@ def test_storage_unfolded_is_exact(tmp_path):
 
 @pytest.fixture(scope="module")
 def vit_b16_consolidator():
-    return vitune.apply(vit_b16(num_classes=100), "consolidator")
+    return vitune.apply(vit_b16(meta=False, num_classes=100), "consolidator")
 
 
 def test_vit_b16_counts(vit_b16_consolidator):
