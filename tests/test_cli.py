@@ -23,4 +23,7 @@ def test_demo_with_config_and_error(tmp_path, capsys):
 
 def test_methods_listing(capsys):
     assert cli.main(["methods"]) == 0
-    assert "lora" in capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["lora"] == ["yes", "294,912"]
+    assert rows["adaptformer"] == ["no", "1,189,632"]
+    assert set(rows) == set(__import__("vitune").methods())

@@ -28,6 +28,16 @@ def _config_pairs(pairs: list[str]) -> dict:
     return config
 
 
+def _vit_b16_count(method: str) -> int:
+    """The method's parameter count with its default config on ViT-B/16, built on the meta device (shapes only)."""
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        model = timm.create_model("vit_base_patch16_224", pretrained=False)
+        return api.count_parameters(api.apply(model, method))["method"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitune", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -39,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="method config, e.g. r=4")
 
-    sub.add_parser("methods", help="list the registered methods")
+    sub.add_parser("methods", help="list the registered methods: mergeable or not, parameters on ViT-B/16")
     return parser
 
 
@@ -47,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "methods":
+            print(f"{'method':17s} {'mergeable':10s} {'ViT-B/16 parameters (head excluded)':>36s}")
             for name in api.methods():
-                print(f"{name:20s} {'mergeable' if api.is_mergeable(name) else 'not mergeable'}")
+                merge = "yes" if api.is_mergeable(name) else "no"
+                print(f"{name:17s} {merge:10s} {_vit_b16_count(name):36,d}")
             return 0
         if args.command is None:  # the zero-argument default job
             args = build_parser().parse_args(["demo"])

@@ -114,10 +114,12 @@ class SSF(Method):
         return paths + list(places.final_norms)
 
     def inject(self, model: nn.Module, places) -> None:
-        for path in self._paths(model, places):
+        paths = self._paths(model, places)
+        for path in paths:  # check every place before the first replacement
             op = model.get_submodule(path)
             if not isinstance(op, FOLDABLE):
                 raise BackboneError(
                     f"SSF cannot scale {path}: it is a {type(op).__name__}, not a Linear, Conv2d or LayerNorm"
                 )
-            replace_module(model, path, ScaleShift(op, self.config.init_std))
+        for path in paths:
+            replace_module(model, path, ScaleShift(model.get_submodule(path), self.config.init_std))
