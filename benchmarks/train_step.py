@@ -1,7 +1,11 @@
 """One training step of each method against full fine-tuning: time and peak memory, side by side.
 
-Each method runs in its own process (peak RSS is per process). CPU by default; pass --device cuda on a GPU
-machine (then peak memory is torch.cuda.max_memory_allocated).
+Each method runs in two processes of its own: one times the step with the default allocator, one measures peak
+memory. On the CPU the peak is the process's peak RSS with glibc told to serve every allocation above 64 KiB by
+mmap (MALLOC_MMAP_THRESHOLD_=65536), so freed activations go back to the system at once and the peak is the
+real high-water mark, the same from run to run (with the default allocator it varied by 20% between runs);
+that setting slows allocation, which is why time is measured in the other process. With --device cuda the peak
+is torch.cuda.max_memory_allocated.
 
     python benchmarks/train_step.py                       # ViT-B/16, batch 8, 224 px, CPU
     python benchmarks/train_step.py --methods full lora repadapter --batch 32 --device cuda
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -82,8 +87,12 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--method", method] + [
             f"--{k}={getattr(args, k)}" for k in ("model", "batch", "img", "device", "steps", "warmup")
         ]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        timed = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        if args.device == "cpu":
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+            timed["peak_mib"] = json.loads(out.splitlines()[-1])["peak_mib"]
+        rows.append(timed)
         print(f"measured {method}", file=sys.stderr)
     full = next((r for r in rows if r["method"] == "full"), rows[0])
     print(f"{args.model}, batch {args.batch}, {args.img} px, {args.device}; one AdamW step, median of {args.steps}")
