@@ -98,3 +98,11 @@ def test_ddp_wrapper_rejected():
     model = make_backbone()
     with pytest.raises(vitune.VituneError, match="bare model"):
         vitune.apply(torch.nn.DataParallel(model), "lora")
+
+
+def test_inserted_modules_follow_the_model_mode():
+    model = vitune.apply(make_backbone().eval(), "lora", dropout=0.5)
+    assert not any(m.training for m in model.modules())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))

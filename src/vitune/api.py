@@ -67,6 +67,7 @@ def apply(model: nn.Module, name: str, **config: Any) -> nn.Module:
         for p, flag in flags:
             p.requires_grad_(flag)
         raise
+    model.train(model.training)  # inserted modules start in training mode; give them the model's mode
     object.__setattr__(model, _ATTR, method)
     params = dict(model.named_parameters())
     for tensor_name in trainable_names(model):

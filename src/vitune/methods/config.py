@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from typing import Any, Literal, Mapping, Union, get_args, get_origin
 
@@ -27,7 +28,7 @@ def _check(value: Any, hint: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where} must be one of {list(args)}, got {value!r}")
         return value
-    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+    if origin in (Union, types.UnionType):
         errors = []
         for option in args:
             try:
