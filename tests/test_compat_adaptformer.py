@@ -68,3 +68,12 @@ def test_d_model_mismatch_is_named():
 
     with pytest.raises(vitune.ConfigError, match="d_model"):
         vitune.apply(make_backbone(), "adaptformer", **guide_tuning_config(Args, d_model=768))
+
+
+def test_guide_config_verbatim_on_vit_b16():
+    """The guide's block exactly as written (d_model=768) on ViT-B/16: the paper's AdaptFormer-64."""
+    from helpers import vit_b16
+
+    tuning_config = guide_tuning_config(Args, d_model=768)
+    model = vitune.apply(vit_b16(num_classes=100), "adaptformer", **tuning_config)
+    assert vitune.count_parameters(model)["method"] == 1_189_632
