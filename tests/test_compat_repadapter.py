@@ -62,7 +62,7 @@ def test_readme_usage_example(tmp_path):
     set_repadapter(model=model)
     load_repadapter(load_path, model=model)
     model.head.load_state_dict(head)  # the README's helpers do not save the head
-    model.eval()  # the inserted adapters are new modules, in training mode (dropout) until told otherwise
+    assert not model.training and not any(m.training for m in model.modules())  # adapters follow the model
     with torch.no_grad():
         torch.testing.assert_close(model(x), trained, rtol=0, atol=0)
 

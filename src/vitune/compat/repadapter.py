@@ -52,6 +52,7 @@ def set_repadapter(model: nn.Module, pattern: str | None = None) -> int:
     ]
     for name in targets:
         replace_module(model, name, RepAdapterLinear(model.get_submodule(name), **DEFAULTS))
+    model.train(model.training)  # the new adapters take the model's train/eval mode
     return len(targets)
 
 
