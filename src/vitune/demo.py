@@ -68,7 +68,7 @@ def run(method: str = "lora", steps: int = 100, out: str | Path = "runs/demo", s
     acc_before = _accuracy(model, x_test, y_test)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
-    bar = tqdm(range(steps), desc=f"training {method}", disable=not progress)
+    bar = tqdm(range(steps), desc=f"training {method}", disable=None if progress else True)  # None: off when not a terminal
     for _ in bar:
         x, y = speckle_images(32, gen)
         loss = F.cross_entropy(model(x), y)
