@@ -1,5 +1,5 @@
 """Small building blocks shared by several methods."""
 
-from .wrapped_linear import WrappedLinear
+from .wrapped_linear import WrappedLinear, WrappedModule
 
-__all__ = ["WrappedLinear"]
+__all__ = ["WrappedLinear", "WrappedModule"]

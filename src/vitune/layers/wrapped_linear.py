@@ -1,4 +1,4 @@
-"""The base class of every method that computes around a backbone ``nn.Linear`` and merges into it."""
+"""Base classes for methods that compute around one backbone module and merge into its weight and bias."""
 
 from __future__ import annotations
 
@@ -8,19 +8,17 @@ from torch import nn
 from ..methods.base import VituneModule
 
 
-class WrappedLinear(VituneModule):
-    """Holds the backbone's linear as ``base_layer``; subclasses add their branch and merge rule.
+class WrappedModule(VituneModule):
+    """Holds a backbone module with ``weight`` and ``bias`` (Linear, Conv2d, LayerNorm) as ``base_layer``.
 
-    ``weight``/``bias``/``in_features``/``out_features`` read through to the base layer, so code that
-    inspects the layer (or calls ``F.linear(layer.weight, ...)``) keeps working.
+    ``weight``/``bias`` read through to the base layer, so code that inspects the layer (or calls
+    ``F.linear(layer.weight, ...)``) keeps working.
     """
 
     wrapped = ("base_layer",)
 
-    def __init__(self, base_layer: nn.Linear):
+    def __init__(self, base_layer: nn.Module):
         super().__init__()
-        if not isinstance(base_layer, nn.Linear):
-            raise TypeError(f"{type(self).__name__} wraps an nn.Linear, got {type(base_layer).__name__}")
         self.base_layer = base_layer
 
     @property
@@ -31,15 +29,7 @@ class WrappedLinear(VituneModule):
     def bias(self) -> nn.Parameter | None:
         return self.base_layer.bias
 
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.out_features
-
-    def fold(self, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    def fold(self, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
         """Write the merged weight and bias (any precision) into the base layer and return it.
 
         A base layer without bias gains one only when the merged bias is non-zero.
@@ -58,7 +48,24 @@ class WrappedLinear(VituneModule):
 
     def base_weight64(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The base weight and bias (zeros when absent) in float64, for exact merge arithmetic."""
-        base = self.base_layer
-        w = base.weight.detach().double()
-        b = base.bias.detach().double() if base.bias is not None else w.new_zeros(base.out_features)
+        w = self.base_layer.weight.detach().double()
+        bias = self.base_layer.bias
+        b = bias.detach().double() if bias is not None else w.new_zeros(w.shape[0])
         return w, b
+
+
+class WrappedLinear(WrappedModule):
+    """A wrapped backbone ``nn.Linear``; subclasses add their branch and merge rule."""
+
+    def __init__(self, base_layer: nn.Linear):
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(f"{type(self).__name__} wraps an nn.Linear, got {type(base_layer).__name__}")
+        super().__init__(base_layer)
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features

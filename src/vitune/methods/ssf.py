@@ -16,7 +16,8 @@ from torch import nn
 
 from ..errors import BackboneError
 from ..surgery import replace_module
-from .base import Method, VituneModule
+from ..layers import WrappedModule
+from .base import Method
 from .config import MethodConfig, option
 from .registry import register_method
 
@@ -40,13 +41,10 @@ def _channels(op: nn.Module) -> int:
     return op.weight.numel()  # LayerNorm over the last dimension
 
 
-class ScaleShift(VituneModule):
+class ScaleShift(WrappedModule):
     """``gamma * op(x) + beta`` over the op's output channels (the last dimension, or dim 1 of a Conv2d)."""
 
-    wrapped = ("base_layer",)
-
     def __init__(self, base_layer: nn.Module, init_std: float = 0.02):
-        super().__init__()
         if not isinstance(base_layer, FOLDABLE):
             raise BackboneError(
                 f"SSF scales the output of a Linear, Conv2d or LayerNorm, got {type(base_layer).__name__}"
@@ -55,7 +53,7 @@ class ScaleShift(VituneModule):
             base_layer.weight is None or len(base_layer.normalized_shape) != 1
         ):
             raise BackboneError("SSF folds into a LayerNorm's affine weight over one dimension; this one has none")
-        self.base_layer = base_layer
+        super().__init__(base_layer)
         self.channel_dim = 1 if isinstance(base_layer, nn.Conv2d) else -1
         factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
         channels = _channels(base_layer)
@@ -68,14 +66,6 @@ class ScaleShift(VituneModule):
         nn.init.normal_(self.scale, mean=1.0, std=self.init_std)
         nn.init.normal_(self.shift, mean=0.0, std=self.init_std)
 
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.base_layer.weight
-
-    @property
-    def bias(self) -> nn.Parameter | None:
-        return self.base_layer.bias
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
         scale, shift = self.scale, self.shift
@@ -85,18 +75,10 @@ class ScaleShift(VituneModule):
 
     @torch.no_grad()
     def merged(self) -> nn.Module:
-        base = self.base_layer
+        weight, bias = self.base_weight64()
         scale, shift = self.scale.double(), self.shift.double()
-        weight = base.weight.double()
         weight = weight * scale.view(-1, *([1] * (weight.dim() - 1)))  # row / output channel c times gamma_c
-        bias = base.bias.double() if base.bias is not None else torch.zeros_like(scale)
-        bias = scale * bias + shift
-        base.weight.data.copy_(weight.to(base.weight.dtype))
-        if base.bias is not None:
-            base.bias.data.copy_(bias.to(base.bias.dtype))
-        else:  # the op had no bias: the shift needs one
-            base.bias = nn.Parameter(bias.to(base.weight.dtype), requires_grad=base.weight.requires_grad)
-        return base
+        return self.fold(weight, scale * bias + shift)  # an op without bias gains one: the shift needs it
 
 
 @register_method
