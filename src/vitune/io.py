@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
+from .backbones import find_places
 from .api import _reject_wrapped, _require_method, apply, applied_method, trainable_state
 from .errors import AdapterFileError, ConfigError
 
@@ -118,8 +119,6 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike) -> nn.Module:
 
     The loaded model trains further exactly as the saved one did.
     """
-    from .backbones import find_places
-
     _reject_wrapped(model)
     folder = Path(folder)
     config = read_adapter_config(folder)
