@@ -26,3 +26,11 @@ class AdapterFileError(VituneError, OSError):
 
 class NotMergeableError(VituneError, TypeError):
     """Merging a method whose update is not linear in the backbone's weights."""
+
+
+class DataError(VituneError, ValueError):
+    """A dataset folder, split file, line, label or image that cannot be used; the message names it."""
+
+
+class RunError(VituneError, RuntimeError):
+    """A training run that cannot start or go on (a non-empty run folder without --resume, a NaN loss ...)."""
