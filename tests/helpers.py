@@ -21,13 +21,33 @@ BACKBONES = {
     "avgpool": lambda: timm.create_model(
         "vit_tiny_patch16_224", pretrained=False, class_token=False, global_pool="avg", **TINY
     ),
+    # qkv without biases: merges that add a qkv bias need qkv_bias=True to rebuild the model
+    "noqkvbias": lambda: timm.create_model("vit_tiny_patch16_224", pretrained=False, qkv_bias=False, **TINY),
+    # CLIP's ViT: pre-norm after the embeddings, a patch embedding without bias, QuickGELU
+    "clip": lambda: timm.create_model("vit_base_patch16_clip_224", pretrained=False, **TINY),
 }
 
 
-def make_backbone(kind: str = "vit", seed: int = 0) -> nn.Module:
-    """The same weights for the same (kind, seed): a fresh copy of the backbone an adapter was saved from."""
+def make_backbone(kind: str = "vit", seed: int = 0, **kwargs) -> nn.Module:
+    """The same weights for the same (kind, seed): a fresh copy of the backbone an adapter was saved from.
+
+    `kwargs` go to ``timm.create_model`` (a merged model may need ``qkv_bias=True``, say)."""
     torch.manual_seed(seed)
+    if kwargs:
+        factory = BACKBONE_FACTORIES[kind]
+        return timm.create_model(factory[0], pretrained=False, **{**factory[1], **kwargs}).eval()
     return BACKBONES[kind]().eval()
+
+
+# The same backbones as (timm name, arguments), for rebuilding one with extra arguments.
+BACKBONE_FACTORIES = {
+    "vit": ("vit_tiny_patch16_224", TINY),
+    "dinov2_reg": ("vit_small_patch14_reg4_dinov2", dict(
+        img_size=28, patch_size=14, depth=2, embed_dim=64, num_heads=2, num_classes=5, init_values=0.5)),
+    "avgpool": ("vit_tiny_patch16_224", dict(TINY, class_token=False, global_pool="avg")),
+    "noqkvbias": ("vit_tiny_patch16_224", dict(TINY, qkv_bias=False)),
+    "clip": ("vit_base_patch16_clip_224", TINY),
+}
 
 
 def image_batch(model: nn.Module, n: int = 4, seed: int = 1) -> torch.Tensor:

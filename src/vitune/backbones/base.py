@@ -15,11 +15,22 @@ from ..errors import BackboneError
 
 # Roles every block of a pre-norm transformer offers. q/k/v may be slices of a fused qkv linear.
 LINEAR_ROLES = ("q", "k", "v", "qkv", "proj", "fc1", "fc2")
+# The roles that are whole linear layers (methods that transform a layer's input or add a branch to a
+# whole layer can only target these).
+WHOLE_LINEAR_ROLES = ("qkv", "proj", "fc1", "fc2")
 
 
 @dataclass(frozen=True)
 class BlockPlaces:
-    """Dotted paths (from the model root) of one transformer block's parts."""
+    """Dotted paths (from the model root) of one transformer block's parts.
+
+    Every family maps only blocks of the pre-norm layout the methods rely on:
+
+        X1 = X + attn_branch(ls1(attn(norm1(X))))      X2 = X1 + mlp_branch(ls2(mlp(norm2(X1))))
+
+    so ``norm2`` reads the residual stream X1, and ``attn_branch`` / ``mlp_branch`` are the last modules of
+    each residual branch (timm's drop paths; identities at drop path 0) whose outputs join the residual.
+    """
 
     index: int
     block: str
@@ -31,6 +42,8 @@ class BlockPlaces:
     mlp: str
     fc1: str
     fc2: str
+    attn_branch: str = ""
+    mlp_branch: str = ""
     # q, k, v -> (path of the linear that computes it, slice of that linear's output or None)
     qkv_parts: Mapping[str, tuple[str, slice | None]] = field(default_factory=dict)
 
@@ -54,14 +67,38 @@ class ModelPlaces:
     num_prefix_tokens: int  # class token + register tokens, in front of the patch tokens
     patch_embed: str
     final_norms: tuple[str, ...]
+    patch_proj: str = ""  # the patch projection (a Conv2d) inside the patch embedding
+    patch_size: tuple[int, int] = (16, 16)
+    in_chans: int = 3
+    # Where a constant added to every patch token right after the patch projection can live instead: the
+    # position-embedding parameter and the index of its first patch position (None: nowhere).
+    patch_shift_target: tuple[str, int] | None = None
+    # Numbers that define the backbone's shapes, recorded with saved adapters and checked on load.
+    shapes: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def depth(self) -> int:
         return len(self.blocks)
 
     def describe(self) -> dict:
-        """A small fingerprint recorded with saved adapters, checked when they are loaded."""
-        return {"family": self.family, "depth": self.depth, "embed_dim": self.embed_dim}
+        """The shape-defining numbers, recorded with saved adapters and checked when they are loaded."""
+        return {"family": self.family, "depth": self.depth, "embed_dim": self.embed_dim, **self.shapes}
+
+    def in_head(self, path: str) -> bool:
+        """Whether the module or tensor at `path` belongs to a classifier head."""
+        return any(path == h or path.startswith(h + ".") for h in self.heads)
+
+    def head_parameter_names(self, model: nn.Module) -> list[str]:
+        """Names of the classifier heads' parameters (they always train)."""
+        return [f"{h}.{n}" for h in self.heads for n, _ in model.get_submodule(h).named_parameters()]
+
+    def num_classes(self, model: nn.Module) -> int | None:
+        """The output width of the (first) classifier head; None for a model without a linear head."""
+        for head in self.heads:
+            linears = [m for m in model.get_submodule(head).modules() if isinstance(m, nn.Linear)]
+            if linears:
+                return linears[-1].out_features
+        return None
 
 
 @dataclass(frozen=True)
@@ -69,6 +106,9 @@ class BackboneFamily:
     name: str
     matches: Callable[[nn.Module], bool]
     places: Callable[[nn.Module], ModelPlaces]
+    # Constructor arguments a merged model needs to be rebuilt with the family's own factory (a merge that
+    # gave bias-less qkv layers a bias needs timm's qkv_bias=True).
+    merged_model_args: Callable[[nn.Module], dict] = lambda model: {}
 
 
 _FAMILIES: list[BackboneFamily] = []
@@ -79,13 +119,18 @@ def register_family(family: BackboneFamily) -> BackboneFamily:
     return family
 
 
-def find_places(model: nn.Module) -> ModelPlaces:
-    """The place map of `model`, from the first family that recognises it."""
+def find_family(model: nn.Module) -> BackboneFamily:
+    """The first registered family that recognises `model`."""
     for family in _FAMILIES:
         if family.matches(model):
-            return family.places(model)
+            return family
     known = ", ".join(f.name for f in _FAMILIES)
     raise BackboneError(
         f"vitune does not know where to attach in a {type(model).__module__}.{type(model).__name__}; "
         f"supported backbone families: {known}"
     )
+
+
+def find_places(model: nn.Module) -> ModelPlaces:
+    """The place map of `model`, from the first family that recognises it."""
+    return find_family(model).places(model)

@@ -1,4 +1,10 @@
-"""timm's VisionTransformer family: ViT, DeiT (also distilled), DINOv2 (layer scale, register tokens)."""
+"""timm's VisionTransformer family: ViT, DeiT (also distilled), DINOv2 (layer scale, register tokens), CLIP's
+pre-norm ViTs (no patch-embedding bias), ViTs without qkv biases.
+
+Only blocks with timm's pre-norm ``Block.forward`` are accepted (see :class:`BlockPlaces`): the post-norm
+``ResPostBlock`` and the parallel blocks compute their branches differently, and methods that place an adapter
+relative to the residual stream would silently compute something else on them.
+"""
 
 from __future__ import annotations
 
@@ -30,10 +36,33 @@ def _require(block: nn.Module, block_path: str, attr: str, kind: type) -> nn.Mod
     return module
 
 
+def _require_pre_norm(block: nn.Module, path: str) -> None:
+    from timm.models.vision_transformer import Block
+
+    if type(block).forward is not Block.forward:
+        raise BackboneError(
+            f"{path} is a {type(block).__module__}.{type(block).__name__}, whose forward is not timm's pre-norm "
+            "Block (X1 = X + drop_path1(ls1(attn(norm1(X)))), X2 = X1 + drop_path2(ls2(mlp(norm2(X1))))); "
+            "vitune's methods place adapters relative to that layout and would silently compute something "
+            "else on post-norm (ResPostBlock) or parallel blocks"
+        )
+
+
+def _patch_shift_target(model: nn.Module) -> tuple[str, int] | None:
+    """The position embedding can absorb a constant shift of the patch tokens when nothing but a flatten
+    lies between the patch projection and the position-embedding add, and every patch position is learnt."""
+    embed = model.patch_embed
+    if getattr(model, "pos_embed", None) is None or not isinstance(getattr(embed, "norm", nn.Identity()), nn.Identity):
+        return None
+    start = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+    return "pos_embed", start
+
+
 def _places(model: nn.Module) -> ModelPlaces:
     blocks = []
     for i, block in enumerate(model.blocks):
         path = f"blocks.{i}"
+        _require_pre_norm(block, path)
         qkv = _require(block, path, "attn.qkv", nn.Linear)
         for attr in ("attn.proj", "mlp.fc1", "mlp.fc2"):
             _require(block, path, attr, nn.Linear)
@@ -56,6 +85,8 @@ def _places(model: nn.Module) -> ModelPlaces:
                 mlp=f"{path}.mlp",
                 fc1=f"{path}.mlp.fc1",
                 fc2=f"{path}.mlp.fc2",
+                attn_branch=f"{path}.drop_path1",
+                mlp_branch=f"{path}.drop_path2",
                 qkv_parts=parts,
             )
         )
@@ -70,6 +101,16 @@ def _places(model: nn.Module) -> ModelPlaces:
         if isinstance(getattr(model, name, None), nn.Module)
         and not isinstance(getattr(model, name), nn.Identity)
     )
+    embed = model.patch_embed
+    proj = getattr(embed, "proj", None)
+    first = model.blocks[0] if len(model.blocks) else None
+    shapes = {
+        "num_heads": getattr(first.attn, "num_heads", None) if first is not None else None,
+        "mlp_hidden": first.mlp.fc1.out_features if first is not None else None,
+        "num_prefix_tokens": model.num_prefix_tokens,
+        "patch_size": list(embed.patch_size),
+        "img_size": list(embed.img_size) if getattr(embed, "img_size", None) is not None else None,
+    }
     return ModelPlaces(
         family="timm_vit",
         blocks=tuple(blocks),
@@ -78,7 +119,25 @@ def _places(model: nn.Module) -> ModelPlaces:
         num_prefix_tokens=model.num_prefix_tokens,
         patch_embed="patch_embed",
         final_norms=final_norms,
+        patch_proj="patch_embed.proj" if isinstance(proj, nn.Conv2d) else "",
+        patch_size=tuple(embed.patch_size),
+        in_chans=proj.in_channels if isinstance(proj, nn.Conv2d) else 3,
+        patch_shift_target=_patch_shift_target(model),
+        shapes=shapes,
     )
 
 
-TIMM_VIT = register_family(BackboneFamily(name="timm_vit", matches=_is_timm_vit, places=_places))
+def _merged_model_args(model: nn.Module) -> dict:
+    """timm's constructor flags for biases a merge may have added to layers the stock model builds without."""
+    attns = [block.attn for block in model.blocks]
+    args = {}
+    if attns and all(a.qkv.bias is not None for a in attns):
+        args["qkv_bias"] = True
+    if attns and all(a.proj.bias is not None for a in attns):
+        args["proj_bias"] = True
+    return args
+
+
+TIMM_VIT = register_family(
+    BackboneFamily(name="timm_vit", matches=_is_timm_vit, places=_places, merged_model_args=_merged_model_args)
+)
