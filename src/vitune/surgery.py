@@ -28,3 +28,32 @@ def owner_module(model: nn.Module, tensor_name: str) -> nn.Module:
     """The module that directly holds the parameter or buffer `tensor_name`."""
     path, _, _ = tensor_name.rpartition(".")
     return model.get_submodule(path) if path else model
+
+
+class ModelSnapshot:
+    """The structure of a model, taken before surgery, to put back if the surgery fails halfway.
+
+    Records every module's children, parameters, buffers and train/eval mode, every parameter's
+    ``requires_grad`` and the root's plain attributes. Tensor values are not copied: surgery replaces
+    modules, it does not write into the backbone's tensors.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.modules = [
+            (m, dict(m._modules), dict(m._parameters), dict(m._buffers), m.training) for m in model.modules()
+        ]
+        self.requires_grad = [(p, p.requires_grad) for p in model.parameters()]
+        self.attributes = dict(model.__dict__)
+
+    def restore(self) -> None:
+        for module, children, params, buffers, training in self.modules:
+            for store, saved in ((module._modules, children), (module._parameters, params), (module._buffers, buffers)):
+                store.clear()
+                store.update(saved)
+            module.training = training
+        for p, flag in self.requires_grad:
+            p.requires_grad_(flag)
+        for name in set(self.model.__dict__) - set(self.attributes):
+            del self.model.__dict__[name]
+        self.model.__dict__.update(self.attributes)
