@@ -111,11 +111,12 @@ def make_imagefolder(root: str | os.PathLike, name: str = "shapes", n_per_split:
     return task
 
 
-def make_few_shot(root: str | os.PathLike, name: str = "oxford-pets", shots: Sequence[int] = (1, 2),
+def make_few_shot(root: str | os.PathLike, name: str = "pets_fs", shots: Sequence[int] = (1, 2),
                   seeds: Sequence[int] = (0,), num_classes: int = 3, n_test: int = 6, size: int = 16) -> Path:
     """A task in NOAH's few-shot layout: ``root/name/annotations/train_meta.list.num_shot_K.seed_S`` for each
     K in `shots` and S in `seeds`, ``val_meta.list`` and ``test_meta.list`` (lines ``<image> <label>``), with
-    the images under ``root/name/images/``. A K-shot list holds K images per class."""
+    the images under ``root/name/images/``. A K-shot list holds K images per class. A known few-shot task
+    name (``"oxford-pets"``) gives that task's class count; the default name does not."""
     task = Path(root) / name
     notes = task / "annotations"
     notes.mkdir(parents=True, exist_ok=True)
