@@ -1,10 +1,18 @@
-"""The ``vitune`` command. With no arguments it runs the offline demo job."""
+"""The ``vitune`` command. With no arguments it runs the offline demo job.
+
+    vitune train --method NAME --model TIMM_NAME --data DIR --out RUN_DIR [...]   (docs/training.md)
+    vitune eval RUN_DIR_OR_ADAPTER_DIR [--data DIR] [--split NAME] [--json]
+    vitune merge RUN_DIR_OR_ADAPTER_DIR --out FOLDER
+    vitune methods | vitune demo
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 
 from . import api, demo
 from .errors import VituneError
@@ -18,12 +26,12 @@ def _parse_value(text: str):
         return text
 
 
-def _config_pairs(pairs: list[str]) -> dict:
+def _config_pairs(pairs: list[str], flag: str = "--set") -> dict:
     config = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise VituneError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise VituneError(f"{flag} expects KEY=VALUE, got {pair!r}")
         config[key] = _parse_value(value)
     return config
 
@@ -50,28 +58,162 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="method config, e.g. r=4")
 
     sub.add_parser("methods", help="list the registered methods: mergeable or not, parameters on ViT-B/16")
+    _add_train_parser(sub)
+    e = sub.add_parser("eval", help="top-1 accuracy of a trained adapter (run folder or adapter folder)")
+    e.add_argument("folder", metavar="RUN_DIR_OR_ADAPTER_DIR")
+    e.add_argument("--data", metavar="DIR", help="dataset folder (default: the run's)")
+    e.add_argument("--split", metavar="NAME", help="split to evaluate (default: the run's eval split)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    m = sub.add_parser("merge", help="merge a trained adapter into its backbone; write a timm local-dir folder")
+    m.add_argument("folder", metavar="RUN_DIR_OR_ADAPTER_DIR")
+    m.add_argument("--out", required=True, metavar="FOLDER", help="new folder: config.json + model.safetensors")
     return parser
+
+
+# `vitune train` flags whose destination is not the RunConfig key of the same name.
+_TRAIN_RENAMES = {"set": "method_config"}
+
+
+def _add_train_parser(sub) -> None:
+    """`vitune train`: flags default to "not given", so a recipe's values stand unless a flag overrides them."""
+    t = sub.add_parser(
+        "train", argument_default=argparse.SUPPRESS,
+        help="train a method on a dataset folder into a run folder (docs/training.md)",
+        description="Train a method on a dataset folder. Settings: defaults < --recipe < these flags.",
+    )
+    add = t.add_argument
+    add("--method", help="method name (vitune methods)")
+    add("--set", nargs="*", metavar="KEY=VALUE", help="the method's config, e.g. r=4 (values parsed as JSON)")
+    add("--model", metavar="TIMM_NAME", help="timm model name, e.g. vit_base_patch16_224.orig_in21k")
+    add("--model-kwargs", nargs="*", metavar="KEY=VALUE", help="keyword arguments for timm.create_model")
+    add("--pretrained", action="store_true", help="timm's own weights for the model (cached or downloaded)")
+    add("--weights", metavar="PATH", help="local weights file for the backbone (safetensors, .pth, .npz)")
+    add("--data", metavar="DIR", help="dataset folder: VTAB-1k, FGVC or image folder (docs/data.md)")
+    add("--train-split", metavar="NAME", help="training split (default: the layout's)")
+    add("--eval-split", metavar="NAME", help="evaluation split (default: the layout's)")
+    add("--few-shot", nargs=2, type=int, metavar=("K", "SEED"), help="NOAH few-shot list num_shot_K.seed_SEED")
+    add("--epochs", type=int, help="epochs (default 100)")
+    add("--batch-size", type=int, help="batch size per process (default 64)")
+    add("--validation-batch-size", type=int, help="evaluation batch size (default: --batch-size)")
+    add("--lr", type=float, help="learning rate (default 1e-3)")
+    add("--weight-decay", type=float, help="weight decay (default 1e-4)")
+    add("--opt", help="timm optimizer name (default adamw)")
+    add("--opt-eps", type=float, help="optimizer epsilon")
+    add("--momentum", type=float, help="momentum of SGD-like optimizers (default 0.9)")
+    add("--sched", help="timm schedule name (default cosine; none = constant)")
+    add("--warmup-epochs", type=int, help="linear warm-up epochs (default 10)")
+    add("--warmup-lr", type=float, help="learning rate at the warm-up's start (default 1e-6)")
+    add("--min-lr", type=float, help="lowest learning rate of the schedule (default 1e-5)")
+    add("--sched-on-updates", action="store_true", help="update the learning rate every step, not every epoch")
+    add("--smoothing", type=float, help="label smoothing (default 0)")
+    add("--drop-path", type=float, help="stochastic depth rate of the backbone (default 0)")
+    add("--clip-grad", type=float, help="clip gradients at this norm (default: off)")
+    add("--clip-mode", choices=["norm", "value", "agc"], help="gradient clipping mode (default norm)")
+    add("--amp", action="store_true", help="mixed precision: float16 on CUDA, bfloat16 on the CPU")
+    add("--grad-accum-steps", type=int, help="micro-batches per optimizer step (default 1)")
+    add("--img-size", type=int, help="input size (default: the model's)")
+    add("--normalize", choices=["imagenet", "inception", "model", "none"], help="normalisation (default imagenet)")
+    add("--head", choices=["linear", "bn"], help="bn: BatchNorm1d(affine=False) before the linear head")
+    add("--rounds", type=int, help="rounds of layer-wise iterative training (adaptformer adpnum_option=multi)")
+    add("--eval-interval", type=int, help="also evaluate every N epochs (default 0: only after the last)")
+    add("--selection", choices=["final_epoch", "best_eval"],
+        help="final_epoch (default), or best_eval: the epoch with the best eval-split accuracy, marked as such")
+    add("--recipe", metavar="NAME_OR_YAML", help="published settings: a built-in recipe name or a YAML file")
+    add("--seed", type=int, help="seed of the init, the data order and every epoch (default 42)")
+    add("--device", choices=["auto", "cpu", "cuda"], help="where to train (default auto)")
+    add("-j", "--workers", type=int, help="data loading processes (default 4)")
+    add("--out", required=True, metavar="RUN_DIR", help="run folder (new or empty, or with --resume)")
+    add("--resume", action="store_true", default=False, help="continue the run in --out from its checkpoint")
+
+
+def _train_flags(args: argparse.Namespace) -> dict:
+    """The settings given on the command line, as RunConfig keys."""
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "out", "resume")}
+    if "set" in flags:
+        flags["set"] = _config_pairs(flags["set"])
+    if "model_kwargs" in flags:
+        flags["model_kwargs"] = _config_pairs(flags["model_kwargs"], "--model-kwargs")
+    return {_TRAIN_RENAMES.get(k, k): v for k, v in flags.items()}
+
+
+def _is_rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    outcome = train(_train_flags(args), args.out, resume=args.resume)
+    if not _is_rank0():
+        return 0
+    r = outcome.results
+    where = f"{r['dataset']}/{r['eval_split']}"
+    if outcome.already_finished:
+        print(f"run {outcome.folder} already finished (accuracy {r['accuracy']:.2f}% on {where}); nothing to do")
+        return 0
+    selected = "final epoch" if r["selection"] == "final_epoch" else f"best epoch {r['selected_epoch'] + 1} on {where}"
+    print(
+        f"run {outcome.folder}: accuracy {r['accuracy']:.2f}% on {where} ({selected}); "
+        f"{r['counts']['trainable']:,} trainable parameters, adapter {r['adapter_bytes']:,} B"
+    )
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from .train import evaluate_folder
+
+    result = evaluate_folder(args.folder, data=args.data, split=args.split)
+    if args.json:
+        print(json.dumps(result.to_dict(), sort_keys=True))
+    else:
+        a = result.accuracy
+        print(f"top-1 accuracy {a.percent:.2f}% ({a.correct}/{a.total}) on {result.dataset}/{result.split}")
+    return 0
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from .train import merge_folder
+
+    folder = merge_folder(args.folder, args.out)
+    print(f"merged model written to {folder}; load it without vitune: "
+          f"timm.create_model(\"local-dir:{folder}\", pretrained=True)")
+    return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"vitune: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "methods":
-            print(f"{'method':17s} {'mergeable':10s} {'ViT-B/16 parameters (head excluded)':>36s}")
-            for name in api.methods():
-                merge = "yes" if api.is_mergeable(name) else "no"
-                print(f"{name:17s} {merge:10s} {_vit_b16_count(name):36,d}")
-            return 0
-        if args.command is None:  # the zero-argument default job
-            args = build_parser().parse_args(["demo"])
-        result = demo.run(args.method, args.steps, args.out, args.seed, **_config_pairs(args.set))
-        print(demo.report(result, args.method))
-        ok = demo.passed(result)
-        print("OK: the reloaded and merged models give the same outputs" if ok else "FAILED: outputs differ")
-        return 0 if ok else 1
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return _dispatch(args)
     except VituneError as e:
         print(f"vitune: error: {e}", file=sys.stderr)
         return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    commands = {"train": _run_train, "eval": _run_eval, "merge": _run_merge, "methods": _run_methods}
+    if args.command in commands:
+        return commands[args.command](args)
+    if args.command is None:  # the zero-argument default job
+        args = build_parser().parse_args(["demo"])
+    result = demo.run(args.method, args.steps, args.out, args.seed, **_config_pairs(args.set))
+    print(demo.report(result, args.method))
+    ok = demo.passed(result)
+    print("OK: the reloaded and merged models give the same outputs" if ok else "FAILED: outputs differ")
+    return 0 if ok else 1
+
+
+def _run_methods(args: argparse.Namespace) -> int:
+    print(f"{'method':17s} {'mergeable':10s} {'ViT-B/16 parameters (head excluded)':>36s}")
+    for name in api.methods():
+        merge = "yes" if api.is_mergeable(name) else "no"
+        print(f"{name:17s} {merge:10s} {_vit_b16_count(name):36,d}")
+    return 0
 
 
 if __name__ == "__main__":

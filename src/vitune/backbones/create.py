@@ -1,0 +1,145 @@
+"""Create a timm backbone from a name, its keyword arguments and a choice of weights, and say what was used.
+
+Three sources of weights, as in timm's train.py:
+
+- none given: timm's random init, drawn after ``torch.manual_seed(init_seed)`` so it can be re-created
+  exactly (a warning says the backbone is not pretrained);
+- ``pretrained=True``: timm's own weights for the name's tag (from timm's cache or the network);
+- ``weights=PATH``: a local file, loaded by timm itself with ``pretrained_cfg_overlay=dict(file=PATH)``
+  (safetensors or a PyTorch state dict; Google ``.npz`` checkpoints through the model's own loader).
+
+The returned ``source`` dict is JSON-ready and holds everything :func:`recreate_backbone` needs, including the
+weights file's sha256, so an adapter folder that records it can rebuild its backbone on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from ..errors import RunError
+
+
+class RandomBackboneWarning(UserWarning):
+    """The backbone starts from a random init: accuracy will be far below a pretrained one's."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _timm_call(name: str, **kwargs: Any) -> nn.Module:
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise RunError(f"unknown timm model {name!r} (see timm.list_models())") from None
+        raise
+    except TypeError as e:  # a keyword the architecture does not take
+        raise RunError(f"timm model {name!r} does not accept these arguments: {e}") from None
+
+
+def create_backbone(
+    name: str,
+    *,
+    num_classes: int,
+    model_kwargs: dict[str, Any] | None = None,
+    pretrained: bool = False,
+    weights: str | os.PathLike | None = None,
+    drop_path: float = 0.0,
+    init_seed: int = 0,
+    warn: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build backbone `name` with a fresh `num_classes` head; returns ``(model, source)``."""
+    if pretrained and weights is not None:
+        raise RunError("give either --pretrained (timm's weights) or --weights PATH (a local file), not both")
+    kwargs = dict(model_kwargs or {})
+    for reserved in ("num_classes", "pretrained", "pretrained_cfg_overlay", "drop_path_rate", "checkpoint_path"):
+        if reserved in kwargs:
+            raise RunError(f"--model-kwargs {reserved}=... is set by vitune itself; use its own flag instead")
+    if drop_path:
+        kwargs["drop_path_rate"] = drop_path
+    weights_path = str(Path(weights).resolve()) if weights is not None else None
+    source: dict[str, Any] = {
+        "model": name,
+        "model_kwargs": dict(model_kwargs or {}),
+        "num_classes": num_classes,
+        "drop_path": drop_path,
+        "pretrained": pretrained,
+        "weights": weights_path,
+        "weights_sha256": None,
+        "init_seed": init_seed,
+        "pretrained_tag": None,
+    }
+    # The head (and, for a random backbone, everything) is drawn from this seed, so it can be re-created.
+    torch.manual_seed(init_seed)
+    if weights_path is not None:
+        if not Path(weights_path).is_file():
+            raise RunError(f"--weights {weights}: no such file")
+        source["weights_sha256"] = file_sha256(weights_path)
+        overlay: dict[str, Any] = {"file": weights_path}
+        if weights_path.endswith(".npz"):
+            overlay["custom_load"] = True  # Google's big_vision / jax checkpoints go through the model's loader
+        try:
+            model = _timm_call(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=num_classes, **kwargs)
+        except (RuntimeError, ValueError, KeyError, OSError) as e:
+            raise RunError(f"--weights {weights}: timm could not load it into {name}: {e}") from None
+    elif pretrained:
+        try:
+            model = _timm_call(name, pretrained=True, num_classes=num_classes, **kwargs)
+        except (RuntimeError, OSError, ValueError) as e:
+            raise RunError(
+                f"could not load timm's pretrained weights for {name} ({type(e).__name__}: {e}); without a network, "
+                "put them in timm's cache or pass a local file with --weights PATH"
+            ) from None
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        source["pretrained_tag"] = cfg.get("tag") or cfg.get("hf_hub_id")
+    else:
+        model = _timm_call(name, pretrained=False, num_classes=num_classes, **kwargs)
+        if warn:
+            warnings.warn(
+                f"backbone {name} starts from a random init (seed {init_seed}): pass --pretrained or --weights PATH "
+                "for a pretrained one; accuracy from a random backbone is far below published numbers",
+                RandomBackboneWarning,
+                stacklevel=2,
+            )
+    return model, source
+
+
+def recreate_backbone(source: dict[str, Any]) -> nn.Module:
+    """The backbone a ``source`` dict (from :func:`create_backbone`) describes, same weights, same head init.
+
+    A local weights file must still exist and have the recorded sha256.
+    """
+    weights = source.get("weights")
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise RunError(f"the backbone's weights file {weights} is gone; the adapter was trained on it")
+        digest = file_sha256(weights)
+        if source.get("weights_sha256") not in (None, digest):
+            raise RunError(
+                f"the backbone's weights file {weights} has changed since training "
+                f"(sha256 {digest[:12]}..., recorded {source['weights_sha256'][:12]}...)"
+            )
+    model, _ = create_backbone(
+        source["model"],
+        num_classes=source["num_classes"],
+        model_kwargs=source.get("model_kwargs") or {},
+        pretrained=bool(source.get("pretrained")),
+        weights=weights,
+        drop_path=source.get("drop_path") or 0.0,
+        init_seed=source.get("init_seed", 0),
+        warn=False,
+    )
+    return model
