@@ -172,7 +172,7 @@ def test_fgvc_json_syntax_error_names_line_and_column(tmp_path):
         open_task(task_dir)
 
 
-@pytest.mark.parametrize("value", ['"3"', "1.5", "true", "null"])
+@pytest.mark.parametrize("value", ['"3"', "1.5", "true", "null", '{"x": 1}'])
 def test_fgvc_class_id_not_an_integer(tmp_path, value):
     task_dir = make_fgvc(tmp_path)
     (task_dir / "train.json").write_text('{\n  "a/1.jpg": 0,\n  "a/2.jpg": ' + value + "\n}\n")
@@ -183,14 +183,7 @@ def test_fgvc_class_id_not_an_integer(tmp_path, value):
 def test_fgvc_image_listed_twice(tmp_path):
     task_dir = make_fgvc(tmp_path)
     (task_dir / "test.json").write_text('{"a/1.jpg": 0,\n "a/1.jpg": 1}')
-    with raises("test.json, line 1: image 'a/1.jpg' is listed twice"):
-        open_task(task_dir)
-
-
-def test_fgvc_split_not_an_object(tmp_path):
-    task_dir = make_fgvc(tmp_path)
-    (task_dir / "train.json").write_text('[["a/1.jpg", 0]]')
-    with raises(f"{task_dir.resolve() / 'train.json'}: expected a JSON object"):
+    with raises("test.json, line 2: image 'a/1.jpg' is listed twice"):
         open_task(task_dir)
 
 
@@ -281,3 +274,11 @@ def test_few_shot_malformed_line_and_missing_image(tmp_path):
     test_list.write_text("test_0000.jpg 0\nnot_there.jpg 1\n")
     with raises(f"{test_list.resolve()}, line 2: image not found"):
         open_task(task_dir, few_shot=(1, 0)).samples("test_meta.list")
+
+
+@pytest.mark.parametrize("text", ["[]", '[["a/1.jpg", 0]]', "3"])
+def test_fgvc_split_must_be_an_object(tmp_path, text):
+    task_dir = make_fgvc(tmp_path)
+    (task_dir / "val.json").write_text(text)
+    with raises(f"{task_dir.resolve() / 'val.json'}: expected a JSON object"):
+        open_task(task_dir)

@@ -119,9 +119,10 @@ def _no_layout(root: Path) -> DataError:
         "VTAB-1k split files (train800.txt, val200.txt, train800val200.txt, test.txt), "
         "FGVC JSON splits (train.json, val.json, test.json), or an image folder (train/<class>/<image>)"
     )
+    # a parent of task folders given by mistake; only cheap checks, the folder may hold thousands of entries
     inside = sorted(
         p.name for p in root.iterdir()
-        if p.is_dir() and (any(cls.detect(p) for cls in DETECTED_LAYOUTS) or list_folder(p) is not None)
+        if p.is_dir() and (any(cls.detect(p) for cls in DETECTED_LAYOUTS) or (p / "annotations").is_dir())
     )
     hint = f"; it holds task folders: {', '.join(inside[:8])}{' ...' if len(inside) > 8 else ''}" if inside else ""
     return DataError(f"no data set layout recognised in {root}: expected {looked_for}{hint}")

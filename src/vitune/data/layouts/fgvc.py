@@ -12,6 +12,7 @@ Class ids are mapped to 0..C-1 in sorted order of the ids found in all splits.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,37 +25,63 @@ FGVC_SPLITS = ("train", "val", "test", "trainval")
 _REQUIRED = ("train", "val", "test")
 
 
-def _line_of(text: str, key: str) -> int | None:
-    """The line where `key` is written in the JSON `text` (None if it is spelt with unusual escapes)."""
-    for spelling in (json.dumps(key), json.dumps(key, ensure_ascii=False)):
-        at = text.find(spelling)
-        if at >= 0:
-            return text.count("\n", 0, at) + 1
-    return None
+def key_lines(text: str, keys: list[str]) -> list[int | None]:
+    """The line on which each of `keys` is written in the JSON `text`, for keys in file order.
 
-
-def parse_json_split(file: Path) -> tuple[list[tuple[str, int]], str]:
-    """The (image path, class id) pairs of one split file, in file order, and the file's text.
-
-    A syntax error names the line and column; a value that is not an integer or a path given twice names
-    the line of its entry.
+    One pass over the text: each key is looked for after the previous one. A key spelt with escapes that
+    ``json.dumps`` does not produce (``\\/``, ``\\u0041``) gets None.
     """
+    lines: list[int | None] = []
+    position, line = 0, 1
+    for key in keys:
+        for spelling in (json.dumps(key), json.dumps(key, ensure_ascii=False)):
+            at = text.find(spelling, position)
+            if at >= 0:
+                break
+        if at < 0:
+            lines.append(None)
+            continue
+        line += text.count("\n", position, at)  # a JSON string holds no raw newline
+        position = at + len(spelling)
+        lines.append(line)
+    return lines
+
+
+class _Object(list):
+    """A JSON object as its (key, value) pairs, in file order, duplicates kept (``object_pairs_hook``)."""
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(dict(value) if isinstance(value, _Object) else value)
+
+
+@dataclass(frozen=True)
+class JsonSplit:
+    """One parsed split file: (image path, class id) pairs in file order and the line of each pair."""
+
+    pairs: list[tuple[str, int]]
+    lines: list[int | None]
+
+
+def parse_json_split(file: Path) -> JsonSplit:
+    """Parse one split file. A syntax error names the line and column; a value that is not an integer and
+    an image given twice name the line of their entry."""
     text = read_split_text(file)
     try:
-        pairs = json.loads(text, object_pairs_hook=lambda items: items)
+        pairs = json.loads(text, object_pairs_hook=_Object)
     except json.JSONDecodeError as exc:
         raise DataError(f"{file}, line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}") from None
-    if not isinstance(pairs, list) or any(not isinstance(p, tuple) for p in pairs):
+    if not isinstance(pairs, _Object):
         raise DataError(f"{file}: expected a JSON object {{image path: integer class id}}")
+    lines = key_lines(text, [image for image, _ in pairs])
     seen: set[str] = set()
-    for image, class_id in pairs:
-        where = at_line(file, _line_of(text, image))
+    for (image, class_id), line in zip(pairs, lines):
         if isinstance(class_id, bool) or not isinstance(class_id, int):
-            raise DataError(f"{where}: class id of {image!r} is {json.dumps(class_id)}, not an integer")
+            raise DataError(f"{at_line(file, line)}: class id of {image!r} is {_shown(class_id)}, not an integer")
         if image in seen:
-            raise DataError(f"{where}: image {image!r} is listed twice")
+            raise DataError(f"{at_line(file, line)}: image {image!r} is listed twice")
         seen.add(image)
-    return pairs, text
+    return JsonSplit(pairs, lines)
 
 
 class FgvcLayout(Layout):
@@ -72,7 +99,7 @@ class FgvcLayout(Layout):
         self.default_eval = "test"
         # every split is parsed now: the class map needs the ids of all of them
         self._parsed = {split: parse_json_split(file) for split, file in self.split_files.items()}
-        self.class_ids = sorted({cid for pairs, _ in self._parsed.values() for _, cid in pairs})
+        self.class_ids = sorted({cid for split in self._parsed.values() for _, cid in split.pairs})
         self._index = {cid: i for i, cid in enumerate(self.class_ids)}
 
     @classmethod
@@ -85,14 +112,14 @@ class FgvcLayout(Layout):
         return len(self.class_ids), "sorted unique class ids"
 
     def read(self, split: str) -> list[Sample]:
-        file = self.split_files[split]
-        pairs, text = self._parsed[split]
-        if not pairs:
+        file, parsed = self.split_files[split], self._parsed[split]
+        if not parsed.pairs:
             return []
-        first = pairs[0][0]
-        base = resolve_image_base(file, _line_of(text, first), first, (self.root / "images", self.root))
+        first = parsed.pairs[0][0]
+        base = resolve_image_base(file, parsed.lines[0], first, (self.root / "images", self.root))
         return [
-            Sample(base / image, self._index[cid], at_line(file, _line_of(text, image))) for image, cid in pairs
+            Sample(base / image, self._index[cid], at_line(file, line))
+            for (image, cid), line in zip(parsed.pairs, parsed.lines)
         ]
 
     def extra(self) -> dict[str, Any]:
