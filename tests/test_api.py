@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import vitune
-from helpers import make_backbone
+from helpers import image_batch, make_backbone, perturb_trainable
 
 
 def test_public_names():
@@ -94,15 +94,100 @@ def test_full_and_bitfit_counts_on_vit_b16():
     assert with_norms["method"] == bitfit["method"] + 12 * 2 * 768 + 768
 
 
-def test_ddp_wrapper_rejected():
-    model = make_backbone()
-    with pytest.raises(vitune.VituneError, match="bare model"):
-        vitune.apply(torch.nn.DataParallel(model), "lora")
-
-
 def test_inserted_modules_follow_the_model_mode():
+    """Dropout acts in train mode and not in eval mode; B is non-zero, so dropout changes the output."""
     model = vitune.apply(make_backbone().eval(), "lora", dropout=0.5)
+    perturb_trainable(model)
     assert not any(m.training for m in model.modules())
-    x = torch.randn(2, 3, 32, 32)
+    x = image_batch(model)
     with torch.no_grad():
         assert torch.equal(model(x), model(x))
+        model.train()
+        torch.manual_seed(0)
+        first = model(x)
+        second = model(x)
+    assert (first - second).abs().max() > 1e-4, "dropout had no effect in train mode"
+
+
+def _structure(model):
+    """Everything apply may change: module classes, tensor names and values, requires_grad, modes."""
+    return (
+        [(n, type(m).__name__, m.training) for n, m in model.named_modules()],
+        {n: t.detach().clone() for n, t in model.state_dict().items()},
+        {n: p.requires_grad for n, p in model.named_parameters()},
+        sorted(vars(model)),
+    )
+
+
+def _assert_same_structure(a, b):
+    assert a[0] == b[0]
+    assert a[1].keys() == b[1].keys() and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+    assert a[2] == b[2] and a[3] == b[3]
+
+
+@pytest.mark.parametrize("method", vitune.methods())
+def test_apply_failing_after_its_surgery_leaves_the_model_as_it_was(method, monkeypatch):
+    """A failure at the last moment (every module already replaced) is undone completely, for every method."""
+    from cases import TINY_CONFIGS
+
+    model = make_backbone("dinov2_reg")
+    model.head.requires_grad_(False)  # a non-default flag, to see that flags come back as they were
+    before = _structure(model)
+    from vitune.methods import get_method
+
+    cls = get_method(method)
+    original = cls.inject
+
+    def inject_then_fail(self, model, places):
+        original(self, model, places)
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(cls, "inject", inject_then_fail)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        vitune.apply(model, method, **TINY_CONFIGS.get(method, {}))
+    _assert_same_structure(_structure(model), before)
+    assert vitune.applied_method(model) is None
+    monkeypatch.setattr(cls, "inject", original)
+    vitune.apply(model, method, **TINY_CONFIGS.get(method, {}))  # a second attempt works
+    assert vitune.applied_method(model).name == method
+
+
+def test_compiled_and_data_parallel_models_are_unwrapped():
+    model = torch.compile(make_backbone(), backend="eager")
+    assert vitune.apply(model, "lora") is model
+    assert vitune.applied_method(model).name == "lora"
+    assert vitune.count_parameters(model)["method"] == vitune.count_parameters(model._orig_mod)["method"] > 0
+    perturb_trainable(model._orig_mod)
+    x = image_batch(model._orig_mod)
+    with torch.no_grad():
+        before = model(x)
+    vitune.merge(model)
+    with torch.no_grad():
+        assert (model(x) - before).abs().max() <= 1e-4
+    parallel = torch.nn.DataParallel(make_backbone())
+    vitune.apply(parallel, "bitfit")
+    assert vitune.applied_method(parallel.module).name == "bitfit"
+
+
+def test_ddp_wrapper_is_refused_by_apply():
+    model = make_backbone()
+
+    class FakeDDP(torch.nn.parallel.DistributedDataParallel):
+        def __init__(self, module):  # no process group needed to test the refusal
+            torch.nn.Module.__init__(self)
+            self.module = module
+
+    with pytest.raises(vitune.VituneError, match="before wrapping the model in DistributedDataParallel"):
+        vitune.apply(FakeDDP(model), "lora")
+    wrapped = FakeDDP(vitune.apply(model, "lora"))
+    assert vitune.count_parameters(wrapped) == vitune.count_parameters(model)
+    assert [n for n, _ in vitune.trainable_parameters(wrapped)] == [
+        n for n, p in model.named_parameters() if p.requires_grad
+    ]
+
+
+def test_is_mergeable_accepts_a_model():
+    assert vitune.is_mergeable(vitune.apply(make_backbone(), "lora"))
+    assert not vitune.is_mergeable(vitune.apply(make_backbone(), "adaptformer"))
+    with pytest.raises(vitune.VituneError, match="no vitune method is applied"):
+        vitune.is_mergeable(make_backbone())

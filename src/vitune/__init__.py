@@ -2,7 +2,18 @@
 
 __version__ = "0.1.0"
 
-from .api import apply, count_parameters, is_mergeable, merge, methods  # noqa: E402
+from .api import (  # noqa: E402
+    applied_method,
+    apply,
+    count_parameters,
+    disable_adapter,
+    is_mergeable,
+    merge,
+    merged_model_args,
+    trainable_parameters,
+    unwrap,
+)
+from .api import methods  # noqa: E402
 from .errors import (  # noqa: E402
     AdapterFileError,
     BackboneError,
@@ -11,7 +22,7 @@ from .errors import (  # noqa: E402
     UnknownMethodError,
     VituneError,
 )
-from .io import load_adapter, save_adapter  # noqa: E402
+from .io import load_adapter, read_adapter_config, save_adapter, save_merged  # noqa: E402
 
 __all__ = [
     "AdapterFileError",
@@ -20,11 +31,18 @@ __all__ = [
     "NotMergeableError",
     "UnknownMethodError",
     "VituneError",
+    "applied_method",
     "apply",
     "count_parameters",
+    "disable_adapter",
     "is_mergeable",
     "load_adapter",
     "merge",
+    "merged_model_args",
     "methods",
+    "read_adapter_config",
     "save_adapter",
+    "save_merged",
+    "trainable_parameters",
+    "unwrap",
 ]

@@ -1,17 +1,19 @@
-"""The public API: apply a method, count, merge. Saving and loading live in io.py."""
+"""The public API: apply a method, count, disable, merge. Saving and loading live in io.py."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
-from .backbones import find_places
+from .backbones import find_family, find_places
+from .backbones.identity import backbone_identity
 from .errors import NotMergeableError, VituneError
 from .methods import Method, get_method, list_methods
 from .methods.base import method_buffers, method_parameters, vitune_modules
-from .surgery import remove_module, replace_module
+from .surgery import ModelSnapshot, remove_module, replace_module
 
 # The applied method lives on the model as a plain attribute: not a module, so not in the state_dict.
 _ATTR = "vitune_method"
@@ -22,20 +24,32 @@ def methods() -> list[str]:
     return list_methods()
 
 
-def is_mergeable(name: str) -> bool:
-    """Whether the method's update folds into the backbone's weights (with its default config)."""
-    cls = get_method(name)
+def is_mergeable(name_or_model: str | nn.Module) -> bool:
+    """Whether a method folds into the backbone's weights: a method name (its merge rule), or a model
+    (the method applied to it, with its config)."""
+    if isinstance(name_or_model, nn.Module):
+        return _require_method(unwrap(name_or_model), "tell whether it merges").is_mergeable()
+    cls = get_method(name_or_model)
     return cls(cls.Config()).is_mergeable()
 
 
-def _reject_wrapped(model: nn.Module) -> None:
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        raise VituneError("pass the bare model, not its DistributedDataParallel/DataParallel wrapper")
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DistributedDataParallel, DataParallel and ``torch.compile`` wrappers.
+
+    Every public function goes through here, so a wrapped model is handled in one place.
+    """
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
 
 
 def applied_method(model: nn.Module) -> Method | None:
     """The method applied to `model`, or None for a plain backbone."""
-    return getattr(model, _ATTR, None)
+    return getattr(unwrap(model), _ATTR, None)
 
 
 def _require_method(model: nn.Module, what: str) -> Method:
@@ -46,47 +60,100 @@ def _require_method(model: nn.Module, what: str) -> Method:
 
 
 def apply(model: nn.Module, name: str, **config: Any) -> nn.Module:
-    """Insert method `name` into `model` in place and return it.
+    """Insert method `name` into `model` in place and return `model`.
 
-    The backbone is frozen; the method's parameters and the classifier head are left trainable.
+    The backbone is frozen; the method's parameters and the classifier head are left trainable. All or
+    nothing: if anything fails, the model is left exactly as it was. A ``torch.compile``d or DataParallel
+    model is adapted inside its wrapper; a DistributedDataParallel model is refused (its gradient reducer
+    was built from the parameters it had: apply the method first, then wrap).
     """
-    _reject_wrapped(model)
-    current = applied_method(model)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        raise VituneError(
+            "apply the method before wrapping the model in DistributedDataParallel: DDP builds its gradient "
+            "reducer from the parameters the model has when it is wrapped"
+        )
+    bare = unwrap(model)
+    current = applied_method(bare)
     if current is not None:
         raise VituneError(f"this model already has method {current.name!r}; vitune applies one method per model")
     cls = get_method(name)
     method = cls(cls.Config.from_dict(config, method=name))
-    places = find_places(model)
+    places = find_places(bare)
     method.places = places
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
+    method.backbone_identity = backbone_identity(bare, places)
+    snapshot = ModelSnapshot(bare)
     try:
-        method.inject(model, places)  # methods check everything before their first replacement
-    except Exception:
-        for p, flag in flags:
-            p.requires_grad_(flag)
+        for p in bare.parameters():
+            p.requires_grad_(False)
+        method.inject(bare, places)
+        for _, module in vitune_modules(bare):  # inserted modules start in training mode; give them the model's
+            module.train(bare.training)
+        object.__setattr__(bare, _ATTR, method)
+        params = dict(bare.named_parameters())
+        for tensor_name in trainable_names(bare):
+            if tensor_name in params:
+                params[tensor_name].requires_grad_(True)
+        method.original_values = _original_values(bare, method)
+    except BaseException:
+        snapshot.restore()
         raise
-    model.train(model.training)  # inserted modules start in training mode; give them the model's mode
-    object.__setattr__(model, _ATTR, method)
-    params = dict(model.named_parameters())
-    for tensor_name in trainable_names(model):
-        if tensor_name in params:
-            params[tensor_name].requires_grad_(True)
     return model
 
 
+def _original_values(model: nn.Module, method: Method) -> dict[str, torch.Tensor]:
+    """Copies of the backbone parameters the method trains in place (BitFit's biases), for disable_adapter."""
+    if not getattr(method, "can_disable", True):
+        return {}
+    params = dict(model.named_parameters())
+    names = [*method.claimed_parameters(model), *method.extra_parameters(model)]
+    return {n: params[n].detach().clone() for n in dict.fromkeys(names)}
+
+
+@contextlib.contextmanager
+def disable_adapter(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the plain backbone, with the trained head, inside a ``with`` block; the adapter is back after it.
+
+    Inserted modules compute only their backbone part, and backbone parameters the method trains in place
+    (BitFit's biases, Consolidator's norms) hold their original values meanwhile. Like PEFT's
+    ``disable_adapter``: compare with and without the adapter without reloading anything.
+    """
+    bare = unwrap(model)
+    method = _require_method(bare, "disable the adapter")
+    if not getattr(method, "can_disable", True):
+        reason = getattr(method, "cannot_disable_reason", "") or "it keeps no copy of the weights it changes"
+        raise VituneError(f"method {method.name!r} cannot be disabled: {reason}")
+    params = dict(bare.named_parameters())
+    modules = [m for _, m in vitune_modules(bare)]
+    flags = [getattr(m, "adapter_disabled", False) for m in modules]
+    trained = {}
+    with torch.no_grad():
+        for name, original in method.original_values.items():
+            trained[name] = params[name].detach().clone()
+            params[name].copy_(original)
+    for module in modules:
+        module.adapter_disabled = True
+    try:
+        yield model
+    finally:
+        for module, flag in zip(modules, flags):
+            module.adapter_disabled = flag
+        with torch.no_grad():
+            for name, value in trained.items():
+                params[name].copy_(value)
+
+
 def head_names(model: nn.Module) -> list[str]:
+    """Names of the classifier head's parameters."""
+    model = unwrap(model)
     method = applied_method(model)
-    if method is not None:
-        return method.head_parameter_names(model)
-    places = find_places(model)
-    return [f"{h}.{n}" for h in places.heads for n, _ in model.get_submodule(h).named_parameters()]
+    places = method.places if method is not None else find_places(model)
+    return places.head_parameter_names(model)
 
 
 def trainable_names(model: nn.Module) -> list[str]:
     """Names of everything training changes: method, claimed and extra parameters, the head, and
     the buffers of the method's modules and the head (a BatchNorm head's running statistics)."""
+    model = unwrap(model)
     method = _require_method(model, "list trainable tensors")
     names = [n for n, _ in method_parameters(model)]
     names += list(method.claimed_parameters(model))
@@ -98,7 +165,15 @@ def trainable_names(model: nn.Module) -> list[str]:
     return list(dict.fromkeys(names))  # unique, in order
 
 
+def trainable_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """(name, parameter) for everything that trains, the head included: what an optimizer should get."""
+    for name, p in unwrap(model).named_parameters():
+        if p.requires_grad:
+            yield name, p
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    model = unwrap(model)
     tensors = dict(model.named_parameters())
     tensors.update(model.named_buffers())
     return {n: tensors[n] for n in trainable_names(model)}
@@ -107,7 +182,7 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Parameter counts: ``method`` (added or claimed by the method, head excluded), ``head``,
     ``trainable`` (everything that requires grad) and ``total``."""
-    _reject_wrapped(model)
+    model = unwrap(model)
     method = applied_method(model)
     params = dict(model.named_parameters())  # shared parameters appear once
     n_method = 0
@@ -125,9 +200,11 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 def merge(model: nn.Module) -> nn.Module:
     """Fold the method into the backbone's weights, in place; no vitune module is left.
 
-    Afterwards every module is the backbone's own class and ``state_dict()`` has the stock model's keys.
+    Afterwards every module is the backbone's own class and ``state_dict()`` has the stock model's keys
+    (plus any bias the merge had to add to a bias-less layer: ``merged_model_args`` names the constructor
+    flags that rebuild such a model). Returns `model` (a compiled or DataParallel wrapper stays around it).
     """
-    _reject_wrapped(model)
+    wrapper, model = model, unwrap(model)
     method = _require_method(model, "merge")
     if not method.is_mergeable():
         raise NotMergeableError(f"method {method.name!r} cannot be merged: {method.not_mergeable_reason}")
@@ -141,4 +218,10 @@ def merge(model: nn.Module) -> nn.Module:
             else:
                 replace_module(model, path, replacement)
     object.__delattr__(model, _ATTR)
-    return model
+    return wrapper
+
+
+def merged_model_args(model: nn.Module) -> dict:
+    """Constructor arguments that rebuild this (merged) model with its family's factory: timm's
+    ``qkv_bias=True`` after a merge gave bias-less qkv layers a bias. Empty when none are needed."""
+    return find_family(unwrap(model)).merged_model_args(unwrap(model))

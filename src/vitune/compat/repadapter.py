@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import AdapterFileError
-from ..io import atomic_write
+from ..atomic import atomic_write
 from ..layers.repadapter import RepAdapterLinear
 from ..surgery import replace_module
 
