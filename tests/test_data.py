@@ -226,6 +226,7 @@ def test_seeded_dataset_repeats_its_augmentation_per_epoch_and_item(tmp_path):
     torch.manual_seed(0), random.seed(0), np.random.seed(0)
     assert _draw_global() == after  # the global generators are left as they were
     assert all(torch.equal(again[i][0], items[i]) for i in (2, 1, 0))  # another copy, another order
+    assert torch.equal(again[-1][0], items[2])
     first.set_epoch(1)
     assert not all(torch.equal(first[i][0], items[i]) for i in range(3))  # a new epoch, new crops
 

@@ -55,6 +55,7 @@ class ImageListDataset(Dataset):
         return len(self._samples)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
+        index = range(len(self._samples))[index]  # a negative index seeds as its positive twin
         sample = self._samples[index]
         image = load_rgb(sample.path, sample.where)
         if self.transform is not None:
