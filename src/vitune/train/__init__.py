@@ -2,8 +2,8 @@
 
 One idea per file: config.py (defaults < recipe < flags), build.py (model and transforms), loop.py (an epoch),
 optim.py (timm's optimizer, schedule, loss), evaluate.py, checkpoint.py, run_folder.py, distributed.py
-(torchrun + DDP), iterative.py (AdaptFormer's layer-wise rounds), seeding.py, precision.py, resources.py,
-artifacts.py (adapter folders with their backbone's source; merged exports). Recipes: ``recipes/*.yaml``.
+(torchrun + DDP), iterative.py (AdaptFormer's layer-wise rounds), seeding.py, precision.py, resources.py. Recipes:
+``recipes/*.yaml``.
 """
 
 from .config import RunConfig, builtin_recipes, load_recipe, resolve_config

@@ -13,9 +13,8 @@ from torch import nn
 from .. import api, io
 from ..backbones import find_places
 from ..backbones.create import create_backbone, recreate_backbone
-from ..errors import RunError
+from ..errors import AdapterFileError, RunError
 from ..methods import get_method
-from .artifacts import read_source
 from .config import RunConfig
 
 # --head bn asks the method for the MAE-style head through its config's `head` option.
@@ -74,6 +73,18 @@ def input_size(model: nn.Module) -> int:
     if size:
         return int(size[-1])
     return int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
+
+
+def read_source(adapter_folder: str | Path) -> dict[str, Any]:
+    """How the adapter's backbone was made (``backbone.source`` of adapter_config.json, written by
+    ``vitune train``); a clear error for adapters saved without it."""
+    source = io.read_adapter_config(adapter_folder)["backbone"].get("source")
+    if not isinstance(source, dict) or "model" not in source:
+        raise AdapterFileError(
+            f"{Path(adapter_folder) / io.CONFIG_NAME}: it does not record how its backbone was made (saved "
+            "outside `vitune train`); load it in Python: vitune.load_adapter(timm.create_model(...), folder)"
+        )
+    return source
 
 
 def load_trained(adapter_folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -18,8 +18,7 @@ from .. import api
 from ..errors import NotMergeableError, RunError
 from ..methods import get_method
 from .. import io
-from .artifacts import read_source, save_merged
-from .build import load_trained
+from .build import load_trained, read_source
 from .config import RunConfig, config_from_dict
 from .distributed import DistEnv, pick_device
 from .evaluate import Accuracy, evaluate
@@ -114,4 +113,4 @@ def merge_folder(path: str | Path, out: str | Path) -> Path:
     model, _ = load_trained(found.adapter)
     with torch.no_grad():
         api.merge(model)
-    return save_merged(model, out)
+    return io.save_merged(model, out)

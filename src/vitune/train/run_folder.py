@@ -101,9 +101,6 @@ class RunFolder:
 
         return SummaryWriter(log_dir=str(self.path / TENSORBOARD), purge_step=purge_step)
 
-    def adapter_bytes(self) -> int:
-        return sum(p.stat().st_size for p in (self.path / ADAPTER).iterdir() if p.is_file())
-
     def write_results(self, results: dict[str, Any]) -> None:
         atomic_write_json(self.path / RESULTS, results)
 

@@ -19,7 +19,7 @@ import timm
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .. import __version__, api
+from .. import __version__, api, io
 from ..errors import RunError, VituneError
 from . import distributed
 from .build import build_model, plain
@@ -32,9 +32,8 @@ from .loop import train_one_epoch, usable_batches
 from .optim import build_loss, build_optimizer, build_scheduler
 from .precision import Precision
 from .resources import accelerator_peak_mib, peak_rss_mib, reset_accelerator_peak, rss_mib
-from .run_folder import CHECKPOINT, RunFolder
+from .run_folder import ADAPTER, CHECKPOINT, RunFolder
 from .seeding import derive_seed, seed_epoch
-from .artifacts import save_adapter_with_source
 
 
 @dataclass
@@ -285,8 +284,8 @@ class _Run:
         if self.env.is_main:
             source = {**self.source, "input": {"img_size": self.img_size, "normalize": c.normalize,
                                                "transform": self.transform_kind}}
-            save_adapter_with_source(self.model, self.folder / "adapter", source)
-            results["adapter_bytes"] = self.folder.adapter_bytes()
+            io.save_adapter(self.model, self.folder / ADAPTER, source=source)
+            results["adapter_bytes"] = io.adapter_bytes(self.folder / ADAPTER)
             self.folder.write_results(results)
         distributed.barrier(self.env)
         return Outcome(self.folder.path, results)
