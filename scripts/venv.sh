@@ -9,6 +9,6 @@ stamp="$VENV/.vitune-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || { [ -n "$CONSTRAINTS" ] && [ "$CONSTRAINTS" -nt "$stamp" ]; }; then
     echo "setting up $VENV (first time: a few minutes, about 5.5 GB with torch)" >&2
     python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet ${CONSTRAINTS:+-c "$CONSTRAINTS"} -e '.[test]'
+    "$VENV/bin/python" -m pip install --quiet ${CONSTRAINTS:+-c "$CONSTRAINTS"} -e '.[test,quickstart]'
     touch "$stamp"
 fi
