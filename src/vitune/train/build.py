@@ -52,6 +52,7 @@ def model_kwargs_for(config: RunConfig) -> dict[str, Any]:
 def build_model(config: RunConfig, num_classes: int, *, warn: bool = True) -> tuple[nn.Module, dict[str, Any], int]:
     """The backbone (seeded init or loaded weights) with the method applied; returns ``(model, source,
     input size)``."""
+    method_config = method_config_for(config)  # its errors come before the backbone is built
     model, source = create_backbone(
         config.model,
         num_classes=num_classes,
@@ -63,7 +64,7 @@ def build_model(config: RunConfig, num_classes: int, *, warn: bool = True) -> tu
         warn=warn,
     )
     size = input_size(model)  # read from the plain backbone: the family's map needs its own modules
-    api.apply(model, config.method, **method_config_for(config))
+    api.apply(model, config.method, **method_config)
     return model, source, size
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from ..errors import ConfigError, RunError
 from ..methods.config import _check
-from .iterative import scheme_defaults
+from .iterative import check_rounds, scheme_defaults
 
 RECIPES_DIR = Path(__file__).with_name("recipes")
 
@@ -219,6 +219,7 @@ def _validate(config: RunConfig) -> None:
         raise ConfigError(f"smoothing must be in [0, 1), got {config.smoothing}")
     if config.pretrained and config.weights is not None:
         raise RunError("give either --pretrained (timm's weights) or --weights PATH (a local file), not both")
+    check_rounds(config.method_config, config.rounds)
     if config.few_shot is not None and (config.few_shot[0] < 1):
         raise ConfigError(f"few_shot needs a positive number of shots, got {list(config.few_shot)}")
 

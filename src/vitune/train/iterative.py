@@ -32,6 +32,14 @@ def scheme_defaults(method_config: Mapping[str, Any]) -> dict[str, Any]:
     return {"opt": "sgd", "momentum": 0.9} if is_iterative(method_config) else {}
 
 
+def check_rounds(method_config: Mapping[str, Any], rounds: int) -> None:
+    if rounds != 1 and not is_iterative(method_config):
+        raise RunError(
+            "--rounds applies to layer-wise iterative training only (method adaptformer with "
+            "--set adpnum_option=multi and ffn_num a list of widths)"
+        )
+
+
 @dataclass(frozen=True)
 class Phase:
     index: int
@@ -50,13 +58,9 @@ class Phase:
 
 def plan_phases(model: nn.Module, epochs: int, rounds: int) -> list[Phase]:
     """The phases of a run on `model` (with its method applied)."""
-    config = applied_method(model).config
-    if not is_iterative(vars(config)):
-        if rounds != 1:
-            raise RunError(
-                "--rounds applies to layer-wise iterative training only (method adaptformer with "
-                "--set adpnum_option=multi and ffn_num a list of widths)"
-            )
+    config = vars(applied_method(model).config)
+    check_rounds(config, rounds)
+    if not is_iterative(config):
         return [Phase(0, 0, epochs)]
     count = num_adapters(model)
     if count < 1:

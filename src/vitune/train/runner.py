@@ -62,25 +62,30 @@ def train(flags: Mapping[str, Any], out: str | Path, resume: bool = False) -> Ou
         decision = distributed.broadcast(_decide(folder, resume) if env.is_main else None, env)
         if isinstance(decision, str) and decision.startswith("error:"):
             raise RunError(decision[len("error:"):])
+        if decision in ("resume", "finished"):
+            _check_same_run(folder, config, env)
         if decision == "finished":
             return Outcome(folder.path, folder.read_results(), already_finished=True)
-        if decision == "resume":
-            stored = folder.read_config()
-            changed = differences(config_from_dict(stored["run"], str(folder / "config.yaml")), config)
-            if changed:
-                raise RunError(
-                    f"--resume: these settings differ from the run in {folder.path}: " + "; ".join(changed)
-                    + " (resume with the same settings, or only --out and --resume)"
-                )
-            recorded_world = stored.get("resolved", {}).get("distributed", {}).get("world_size", 1)
-            if recorded_world != env.world_size:
-                raise RunError(
-                    f"--resume: the run used {recorded_world} process(es), this launch has {env.world_size}; "
-                    "resume with the same number, so the global batch stays the same"
-                )
         return _Run(config, folder, env, device, fresh=decision == "fresh").execute()
     finally:
         distributed.teardown(env)
+
+
+def _check_same_run(folder: RunFolder, config: RunConfig, env: DistEnv) -> None:
+    """``--resume`` continues the run as configured: other settings or another process count are refused."""
+    stored = folder.read_config()
+    changed = differences(config_from_dict(stored["run"], str(folder / "config.yaml")), config)
+    if changed:
+        raise RunError(
+            f"--resume: these settings differ from the run in {folder.path}: " + "; ".join(changed)
+            + " (resume with the same settings, or with only --out and --resume)"
+        )
+    recorded_world = stored.get("resolved", {}).get("distributed", {}).get("world_size", 1)
+    if recorded_world != env.world_size:
+        raise RunError(
+            f"--resume: the run used {recorded_world} process(es), this launch has {env.world_size}; "
+            "resume with the same number, so the global batch stays the same"
+        )
 
 
 def _decide(folder: RunFolder, resume: bool) -> str:
