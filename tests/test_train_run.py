@@ -14,8 +14,9 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 import datasets
+import vitune
 from test_train_support import (
-    TINY_MODEL, adapter_tensors, log_rows, results, run_cli, subprocess_env, train_args, vtab_task,  # noqa: F401
+    QUICK, adapter_tensors, log_rows, results, run_cli, subprocess_env, train_args, vtab_task,  # noqa: F401
 )
 from vitune.train.build import load_trained
 
@@ -149,6 +150,23 @@ def test_local_weights_are_loaded_hashed_and_checked_again(vtab_task, tmp_path, 
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")  # the file changes after training
     code, _, err = run_cli(["eval", run], capsys)
     assert code == 2 and "has changed since training" in err
+
+
+def test_a_local_dir_backbone_is_pretrained_and_hashed(vtab_task, tmp_path, capsys):
+    torch.manual_seed(5)
+    donor = timm.create_model("vit_tiny_patch16_224", depth=2, embed_dim=32, num_heads=2, img_size=32, patch_size=8,
+                              num_classes=4)
+    folder = vitune.save_merged(donor, tmp_path / "backbone")  # timm's local-dir format, as `vitune merge` writes
+    run = tmp_path / "run"
+    args = ["train", "--method", "lora", "--model", f"local-dir:{folder}", "--pretrained", "--data", vtab_task,
+            *QUICK, "--epochs", "1", "--out", run]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0 and "random init" not in err
+    assert results(run)["weights_sha256"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    rebuilt, _ = load_trained(run / "adapter")
+    assert torch.equal(rebuilt.pos_embed, donor.pos_embed)
+    code, out, _ = run_cli(["eval", run, "--json"], capsys)
+    assert code == 0 and json.loads(out)["accuracy"] == results(run)["accuracy"]
 
 
 def test_random_backbone_warns(vtab_task, tmp_path, capsys):

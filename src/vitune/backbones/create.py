@@ -8,6 +8,10 @@ Three sources of weights, as in timm's train.py:
 - ``weights=PATH``: a local file, loaded by timm itself with ``pretrained_cfg_overlay=dict(file=PATH)``
   (safetensors or a PyTorch state dict; Google ``.npz`` checkpoints through the model's own loader).
 
+The embedded backbone's name (``dinov2_small_focus``, embedded.py) works like a timm name with its weights:
+it resolves to the cached ``local-dir:`` folder. The weights file of a ``local-dir:`` folder is hashed like a
+``--weights`` file.
+
 The returned ``source`` dict is JSON-ready and holds everything :func:`recreate_backbone` needs, including the
 weights file's sha256, so an adapter folder that records it can rebuild its backbone on its own.
 """
@@ -25,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import RunError
+from .embedded import resolve_embedded
 
 
 class RandomBackboneWarning(UserWarning):
@@ -37,6 +42,25 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+LOCAL_DIR = "local-dir:"
+
+
+def timm_name(name: str) -> str:
+    """The name timm understands: the embedded backbone's becomes its ``local-dir:`` folder."""
+    return resolve_embedded(name) or name
+
+
+def local_dir_weights(name: str) -> Path | None:
+    """The weights file of a timm ``local-dir:FOLDER`` model name (a merged export, for instance)."""
+    if not name.startswith(LOCAL_DIR):
+        return None
+    folder = Path(name[len(LOCAL_DIR):])
+    for candidate in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors"):
+        if (folder / candidate).is_file():
+            return folder / candidate
+    return None
 
 
 def _timm_call(name: str, **kwargs: Any) -> nn.Module:
@@ -64,6 +88,9 @@ def create_backbone(
     """Build backbone `name` with a fresh `num_classes` head; returns ``(model, source)``."""
     if pretrained and weights is not None:
         raise RunError("give either --pretrained (timm's weights) or --weights PATH (a local file), not both")
+    resolved = timm_name(name)
+    if resolved != name and weights is None:
+        pretrained = True  # the embedded backbone is its pretrained weights
     kwargs = dict(model_kwargs or {})
     for reserved in ("num_classes", "pretrained", "pretrained_cfg_overlay", "drop_path_rate", "checkpoint_path"):
         if reserved in kwargs:
@@ -92,12 +119,13 @@ def create_backbone(
         if weights_path.endswith(".npz"):
             overlay["custom_load"] = True  # Google's big_vision / jax checkpoints go through the model's loader
         try:
-            model = _timm_call(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=num_classes, **kwargs)
+            model = _timm_call(resolved, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=num_classes,
+                               **kwargs)
         except (RuntimeError, ValueError, KeyError, OSError) as e:
             raise RunError(f"--weights {weights}: timm could not load it into {name}: {e}") from None
     elif pretrained:
         try:
-            model = _timm_call(name, pretrained=True, num_classes=num_classes, **kwargs)
+            model = _timm_call(resolved, pretrained=True, num_classes=num_classes, **kwargs)
         except (RuntimeError, OSError, ValueError) as e:
             raise RunError(
                 f"could not load timm's pretrained weights for {name} ({type(e).__name__}: {e}); without a network, "
@@ -105,8 +133,11 @@ def create_backbone(
             ) from None
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         source["pretrained_tag"] = cfg.get("tag") or cfg.get("hf_hub_id")
+        folder_weights = local_dir_weights(resolved)
+        if folder_weights is not None:  # a local folder's weights are a file like --weights: record its hash
+            source["weights_sha256"] = file_sha256(folder_weights)
     else:
-        model = _timm_call(name, pretrained=False, num_classes=num_classes, **kwargs)
+        model = _timm_call(resolved, pretrained=False, num_classes=num_classes, **kwargs)
         if warn:
             warnings.warn(
                 f"backbone {name} starts from a random init (seed {init_seed}): pass --pretrained or --weights PATH "
@@ -123,13 +154,16 @@ def recreate_backbone(source: dict[str, Any]) -> nn.Module:
     A local weights file must still exist and have the recorded sha256.
     """
     weights = source.get("weights")
-    if weights is not None:
-        if not Path(weights).is_file():
-            raise RunError(f"the backbone's weights file {weights} is gone; the adapter was trained on it")
-        digest = file_sha256(weights)
+    checked = weights
+    if checked is None and source.get("pretrained"):
+        checked = local_dir_weights(timm_name(source["model"]))
+    if checked is not None:
+        if not Path(checked).is_file():
+            raise RunError(f"the backbone's weights file {checked} is gone; the adapter was trained on it")
+        digest = file_sha256(checked)
         if source.get("weights_sha256") not in (None, digest):
             raise RunError(
-                f"the backbone's weights file {weights} has changed since training "
+                f"the backbone's weights file {checked} has changed since training "
                 f"(sha256 {digest[:12]}..., recorded {source['weights_sha256'][:12]}...)"
             )
     model, _ = create_backbone(
