@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,6 @@ from .config import RunConfig
 
 # --head bn asks the method for the MAE-style head through its config's `head` option.
 BN_HEAD = "bn_linear"
-
-
-def plain(value: Any) -> Any:
-    """JSON- and YAML-ready copy (tuples become lists, paths and dtypes strings)."""
-    return json.loads(json.dumps(value, default=str))
 
 
 def method_config_for(config: RunConfig) -> dict[str, Any]:

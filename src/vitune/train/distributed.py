@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..api import trainable_state
+from ..errors import RunError
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,6 @@ class DistEnv:
 def pick_device(choice: str, env: DistEnv) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            from ..errors import RunError
-
             raise RunError("--device cuda: no CUDA device is available here")
         return torch.device("cuda", env.local_rank if env.distributed else torch.cuda.current_device())
     return torch.device("cpu")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,6 @@ class EpochSums:
     correct: int
     seen: int
     lr: float
-    updates: int
 
 
 def usable_batches(num_batches: int, grad_accum_steps: int) -> int:
@@ -99,6 +99,6 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     loss_value = loss_sum.item()
-    if not torch.isfinite(torch.tensor(loss_value)):
+    if not math.isfinite(loss_value):
         raise RunError(f"{description}: the training loss became {loss_value} (lower --lr, or try --clip-grad 1.0)")
-    return EpochSums(loss_value, int(correct.item()), seen, optimizer.param_groups[0]["lr"], updates)
+    return EpochSums(loss_value, int(correct.item()), seen, optimizer.param_groups[0]["lr"])

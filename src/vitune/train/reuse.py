@@ -12,12 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .. import api
+from .. import api, io
 from ..errors import NotMergeableError, RunError
 from ..methods import get_method
-from .. import io
 from .build import load_trained, read_source
 from .config import RunConfig, config_from_dict
 from .distributed import DistEnv, pick_device
@@ -111,6 +108,4 @@ def merge_folder(path: str | Path, out: str | Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"--out {out}: exists and is not empty; choose a new folder for the merged model")
     model, _ = load_trained(found.adapter)
-    with torch.no_grad():
-        api.merge(model)
-    return io.save_merged(model, out)
+    return io.save_merged(api.merge(model), out)

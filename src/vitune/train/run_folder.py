@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,6 @@ class RunFolder:
         """Remove the temporary files and folders of writes that a kill interrupted."""
         if not self.path.is_dir():
             return
-        import shutil
-
         for p in self.path.iterdir():
             if _LEFTOVER.match(p.name):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()

@@ -8,6 +8,7 @@ same tensors and accuracy as an uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import time
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .. import __version__, api, io
 from ..errors import RunError, VituneError
 from . import distributed
-from .build import build_model, plain
+from .build import build_model
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import RunConfig, config_from_dict, differences, resolve_config
 from .distributed import DistEnv
@@ -33,7 +34,12 @@ from .optim import build_loss, build_optimizer, build_scheduler
 from .precision import Precision
 from .resources import accelerator_peak_mib, peak_rss_mib, reset_accelerator_peak, rss_mib
 from .run_folder import ADAPTER, CHECKPOINT, RunFolder
-from .seeding import derive_seed, seed_epoch
+from .seeding import seed_epoch
+
+
+def plain(value: Any) -> Any:
+    """JSON- and YAML-ready copy (tuples become lists, paths and dtypes strings)."""
+    return json.loads(json.dumps(value, default=str))
 
 
 @dataclass
@@ -130,10 +136,9 @@ class _Run:
         self.sampler = DistributedSampler(
             self.train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed
         )
-        self.loader_generator = torch.Generator()
         self.loader = DataLoader(
             self.train_set, batch_size=config.batch_size, sampler=self.sampler, num_workers=config.workers,
-            drop_last=config.drop_last, generator=self.loader_generator, pin_memory=device.type == "cuda",
+            drop_last=config.drop_last, pin_memory=device.type == "cuda",
         )
         self.updates_per_epoch = usable_batches(len(self.loader), config.grad_accum_steps) // config.grad_accum_steps
         if self.updates_per_epoch == 0:
@@ -223,7 +228,6 @@ class _Run:
             seed_epoch(c.seed, epoch, env.rank)
             self.sampler.set_epoch(epoch)
             self.train_set.set_epoch(epoch)
-            self.loader_generator.manual_seed(derive_seed(c.seed, epoch, env.rank, 1))
             scheduler.step(local)
             if c.sched_on_updates:
                 scheduler.step_update(local * self.updates_per_epoch)
