@@ -56,3 +56,14 @@ def test_merged_folder_loads_without_vitune(tmp_path):
 def test_save_merged_refuses_an_unmerged_model(tmp_path):
     with pytest.raises(vitune.VituneError, match="still applied; call vitune.merge"):
         vitune.save_merged(vitune.apply(make_backbone(), "lora"), tmp_path)
+
+
+def test_merged_folder_records_the_training_preprocessing(tmp_path):
+    import timm
+    from timm.data import resolve_data_config
+
+    model = vitune.merge(vitune.apply(make_backbone(), "lora"))
+    vitune.save_merged(model, tmp_path / "m", data_config={"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)})
+    plain = timm.create_model(f"local-dir:{tmp_path / 'm'}", pretrained=True)
+    config = resolve_data_config(model=plain)
+    assert tuple(config["mean"]) == (0.5, 0.5, 0.5) and tuple(config["std"]) == (0.5, 0.5, 0.5)

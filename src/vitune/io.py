@@ -237,12 +237,14 @@ MERGED_CONFIG = "config.json"
 MERGED_WEIGHTS = "model.safetensors"
 
 
-def save_merged(model: nn.Module, folder: str | os.PathLike) -> Path:
+def save_merged(model: nn.Module, folder: str | os.PathLike, *, data_config: dict[str, Any] | None = None) -> Path:
     """Write a merged (plain) model as a timm ``local-dir:`` folder: ``config.json`` + ``model.safetensors``.
 
     ``timm.create_model("local-dir:FOLDER", pretrained=True)`` then rebuilds it without vitune: the config
     records timm's architecture, the model's constructor arguments and the ones the merge made necessary
-    (``merged_model_args``). Returns the folder.
+    (``merged_model_args``). `data_config` (timm's keys: ``mean``, ``std``, ``input_size``, ``interpolation``,
+    ``crop_pct``) records the preprocessing the adapter was trained with, so
+    ``timm.data.resolve_data_config(model=...)`` gives it back. Returns the folder.
     """
     from timm.models._hub import save_config_for_hf
 
@@ -258,7 +260,7 @@ def save_merged(model: nn.Module, folder: str | os.PathLike) -> Path:
     tensors = {n: t.detach().to("cpu").contiguous() for n, t in model.state_dict().items()}
     with atomic_folder(folder, keep=lambda entry: False) as tmp:
         (tmp / MERGED_WEIGHTS).write_bytes(save(tensors, metadata={"format": "pt"}))
-        save_config_for_hf(model, str(tmp / MERGED_CONFIG), model_args=merged_model_args(model))
+        save_config_for_hf(model, str(tmp / MERGED_CONFIG), model_args=merged_model_args(model), data_config=data_config)
     return folder
 
 

@@ -107,5 +107,18 @@ def merge_folder(path: str | Path, out: str | Path) -> Path:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"--out {out}: exists and is not empty; choose a new folder for the merged model")
-    model, _ = load_trained(found.adapter)
-    return io.save_merged(api.merge(model), out)
+    model, source = load_trained(found.adapter)
+    return io.save_merged(api.merge(model), out, data_config=_data_config(model, source, found.run))
+
+
+def _data_config(model, source: dict[str, Any], run) -> dict[str, Any]:
+    """The preprocessing the adapter was trained with, in timm's data-config keys, for the merged export."""
+    from ..data import normalization
+
+    inputs = source.get("input", {})
+    normalize = run.normalize if run is not None else inputs.get("normalize", "model")
+    mean, std = normalization(normalize, getattr(model, "pretrained_cfg", None))
+    config: dict[str, Any] = {"mean": mean, "std": std}
+    if inputs.get("img_size"):
+        config["input_size"] = (3, inputs["img_size"], inputs["img_size"])
+    return config
