@@ -13,7 +13,7 @@ from .api import (  # noqa: E402
     trainable_parameters,
     unwrap,
 )
-from .api import methods  # noqa: E402
+from . import methods  # noqa: E402  (the methods package; calling it lists their names)
 from .errors import (  # noqa: E402
     AdapterFileError,
     BackboneError,
