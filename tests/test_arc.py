@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import vitune
-from vitune.methods.arc import ARCLinear
+from vitune.layers.arc import ARCLinear
 
 from helpers import image_batch, make_backbone, perturb_trainable, vit_b16
 

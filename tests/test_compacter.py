@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import vitune
-from vitune.methods.compacter import PHMLinear, PHMRules
+from vitune.layers.phm import PHMLinear, phm_rules
 
 from helpers import image_batch, make_backbone, perturb_trainable, vit_b16
 
@@ -34,7 +34,7 @@ def test_vit_b16_counts():
 @pytest.mark.parametrize("shape", [(64, 16), (16, 64)])
 def test_phm_layer_matches_dense_kronecker(shape, rank):
     torch.manual_seed(0)
-    rules = PHMRules(4, learn=True)
+    rules = phm_rules(4, learn=True)
     layer = PHMLinear(*shape, rules, rank=rank)
     with torch.no_grad():
         layer.bias.normal_()
@@ -47,7 +47,7 @@ def test_phm_layer_matches_dense_kronecker(shape, rank):
 
 def test_phm_init_follows_pevit():
     torch.manual_seed(0)
-    rules = PHMRules(4, learn=True)
+    rules = phm_rules(4, learn=True)
     layer = PHMLinear(768, 64, rules)
     assert rules.rules.abs().max() <= 1.0
     assert layer.bias.abs().sum() == 0
@@ -68,7 +68,7 @@ def test_rules_are_one_tensor_shared_by_every_layer():
 def test_block_matches_formula():
     """X2 = X1 + H + up(gelu_tanh(down(LN(H)))), H = MLP(LN2(X1))."""
     model = adapted()
-    adapter = model.blocks[0].mlp.adapters[0]
+    adapter = model.blocks[0].drop_path2.adapters[0]
     rules = model.compacter_shared.rules
     plain = make_backbone().blocks[0]
     g = torch.Generator().manual_seed(3)
@@ -80,6 +80,31 @@ def test_block_matches_formula():
         hidden = F.gelu(z @ dense_phm(adapter.down, rules) + adapter.down.bias, approximate="tanh")
         expected = x1 + h + hidden @ dense_phm(adapter.up, rules) + adapter.up.bias
         torch.testing.assert_close(model.blocks[0](x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_official_placement_with_layer_scale_and_drop_path():
+    """X2 = X1 + H + a(H) with H = DP(LS(MLP(LN2(X1)))) the MLP branch's output (PEViT's placement), in train
+    mode on a layer-scale backbone with drop path; the previous placement (inside LS and DP) differs."""
+    model = vitune.apply(make_backbone("dinov2_reg", drop_path_rate=0.5), "compacter")
+    perturb_trainable(model)
+    model.train()
+    block = model.blocks[-1]  # the last block has the full drop path rate
+    plain = make_backbone("dinov2_reg", drop_path_rate=0.5).blocks[-1].train()
+    adapter = block.drop_path2.adapters[0]
+    x = torch.randn(8, 5 + 4, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.manual_seed(7)
+        got = block(x)
+        torch.manual_seed(7)
+        x1 = x + plain.drop_path1(plain.ls1(plain.attn(plain.norm1(x))))
+        h = plain.drop_path2(plain.ls2(plain.mlp(plain.norm2(x1))))
+        official = x1 + h + adapter(h)
+        torch.manual_seed(7)
+        x1 = x + plain.drop_path1(plain.ls1(plain.attn(plain.norm1(x))))
+        m = plain.mlp(plain.norm2(x1))
+        previous = x1 + plain.drop_path2(plain.ls2(m + adapter(m)))
+    torch.testing.assert_close(got, official, rtol=1e-5, atol=1e-5)
+    assert (previous - official).abs().max() > 1e-2
 
 
 def test_frozen_rules_are_saved_and_reloaded(tmp_path):

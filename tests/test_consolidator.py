@@ -12,7 +12,7 @@ import vitune
 from vitune.errors import ConfigError
 from vitune.io import WEIGHTS_NAME
 from vitune.layers.grouped_linear import channel_shuffle
-from vitune.methods.consolidator import ConsolidatorLinear
+from vitune.layers.consolidator import ConsolidatorLinear
 
 from helpers import image_batch, make_backbone, perturb_trainable, vit_b16
 

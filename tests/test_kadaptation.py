@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import vitune
-from vitune.methods.kadaptation import KAdaptationLinear
+from vitune.layers.kadaptation import KAdaptationLinear
 
 from helpers import image_batch, make_backbone, perturb_trainable, vit_b16
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import vitune
-from vitune.methods.lora import LoRALinear
+from vitune.layers.lora import LoRALinear
 from helpers import image_batch, make_backbone, perturb_trainable, vit_b16
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import vitune
-from vitune.methods.ssf import ScaleShift
+from vitune.layers.scale_shift import ScaleShift
 
-from helpers import image_batch, make_backbone, vit_b16
+from helpers import TINY, image_batch, make_backbone, perturb_trainable, vit_b16
 
 
 def perturbed(op: nn.Module) -> ScaleShift:
@@ -109,3 +110,33 @@ def test_vit_b16_count():
     expected = 2 * d + depth * per_block + 2 * d  # patch embedding, blocks, final norm
     assert expected == 205_824
     assert vitune.count_parameters(model)["method"] == expected
+
+
+def test_bias_less_patch_projection_folds_its_shift_into_the_position_embedding():
+    """CLIP's patch projection has no bias: merging adds SSF's shift to every patch position of pos_embed
+    (not to the class token's), so the merged model has exactly the stock model's tensors."""
+    model = vitune.apply(make_backbone("clip"), "ssf")
+    assert model.patch_embed.proj.base_layer.bias is None
+    perturb_trainable(model)
+    model.eval()
+    shift = model.patch_embed.proj.shift.detach().clone()
+    pos_embed = model.pos_embed.detach().clone()
+    x = image_batch(model)
+    with torch.no_grad():
+        before = model(x)
+    vitune.merge(model)
+    assert model.patch_embed.proj.bias is None
+    torch.testing.assert_close(model.pos_embed[:, 1:], pos_embed[:, 1:] + shift)
+    torch.testing.assert_close(model.pos_embed[:, :1], pos_embed[:, :1], rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
+    assert set(model.state_dict()) == set(make_backbone("clip").state_dict())
+
+
+def test_bias_less_patch_projection_without_a_position_embedding_is_not_mergeable():
+    backbone = timm.create_model("vit_base_patch16_clip_224", pretrained=False, pos_embed="none", **TINY)
+    model = vitune.apply(backbone, "ssf")
+    assert vitune.is_mergeable("ssf")  # the method in general, on backbones with room for the shift
+    with pytest.raises(vitune.NotMergeableError, match=r"ssf.*patch_embed\.proj has no bias"):
+        vitune.merge(model)
+    assert isinstance(model.patch_embed.proj, ScaleShift)  # refused before anything changed

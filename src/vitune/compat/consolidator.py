@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..methods.consolidator import ConsolidatorLinear
+from ..layers.consolidator import ConsolidatorLinear
 
 
 class Consolidator(ConsolidatorLinear):

@@ -1,4 +1,4 @@
-"""Bottleneck adapters: a(z) = s * up(dropout(act(down(z)))), and the wrapper that adds them after a sublayer.
+"""Bottleneck adapters: a(z) = s * up(dropout(act(down(z)))); ``branch_adapters.py`` places them in a block.
 
 The bottleneck is shared by AdaptFormer, the Houlsby/Pfeiffer adapter and Compacter; they differ in the
 projections (dense or PHM), the activation, the optional LayerNorm, the scale and the initialisation.
@@ -15,7 +15,6 @@ import torch
 from timm.layers import QuickGELU
 from torch import nn
 
-from ..methods.base import VituneModule
 
 Activation = Literal["relu", "gelu", "gelu_tanh", "quick_gelu"]
 BottleneckNorm = Literal["none", "in", "out"]
@@ -112,25 +111,3 @@ def linear_bottleneck(dim: int, hidden: int, *, init: str = "lora", device=None,
     up = nn.Linear(hidden, dim, device=device, dtype=dtype)
     init_linear_pair(down, up, init)
     return Bottleneck(down, up, **kwargs)
-
-
-class SequentialAdapters(VituneModule):
-    """Adapters after a backbone sublayer, each with its own residual: h + sum_k a_k(h), h = sublayer(...).
-
-    Wraps a block's `mlp` (Pfeiffer, Compacter) or `attn` (Houlsby); the sublayer's arguments (the
-    attention's mask) pass through unchanged.
-    """
-
-    wrapped = ("sublayer",)
-
-    def __init__(self, sublayer: nn.Module, adapters: list[nn.Module]):
-        super().__init__()
-        self.sublayer = sublayer
-        self.adapters = nn.ModuleList(adapters)
-
-    def forward(self, *args, **kwargs) -> torch.Tensor:
-        h = self.sublayer(*args, **kwargs)
-        out = h
-        for adapter in self.adapters:
-            out = out + adapter(h)
-        return out

@@ -1,7 +1,8 @@
-"""A grouped linear layer: g independent (out/g x in/g) blocks, optionally after a channel shuffle.
+"""Grouped linear maps: g independent (out/g x in/g) blocks on a block-diagonal, optionally after a shuffle.
 
-Used as the re-parameterisable branch of Consolidator. The weight is stored compactly as (g, out/g, in/g);
-the dense (out x in) matrix it equals is built only by :func:`grouped_dense_weight`, for merging.
+One product (:func:`grouped_product`) and one dense expansion (:func:`grouped_dense_weight`) serve every
+grouped weight: Consolidator's branches (:class:`GroupedLinear`) and RepAdapter's second projection. The
+weight is stored compactly as (g, out/g, in/g); the dense (out x in) matrix is built only for merging.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ def shuffle_positions(channels: int, groups: int) -> torch.Tensor:
     return torch.arange(channels).reshape(channels // groups, groups).t().reshape(-1)
 
 
-def grouped_dense_weight(weight: torch.Tensor, shuffle: bool) -> torch.Tensor:
-    """The (out x in) matrix W_eff with ``F.linear(x, W_eff) == GroupedLinear(x)`` (bias aside).
+def grouped_dense_weight(weight: torch.Tensor, shuffle: bool = False) -> torch.Tensor:
+    """The (out x in) matrix W with ``F.linear(x, W) == grouped_product(x, weight)``, or with the shuffle
+    ``== grouped_product(channel_shuffle(x, g), weight)``.
 
     Block-diagonal from the (g, out/g, in/g) group weights; with the shuffle, column c of the result is
     column pos(c) of the block-diagonal matrix (the layer reads input c where the shuffle put it).
@@ -33,6 +35,40 @@ def grouped_dense_weight(weight: torch.Tensor, shuffle: bool) -> torch.Tensor:
     if shuffle:
         dense = dense[:, shuffle_positions(groups * in_per_group, groups).to(dense.device)]
     return dense
+
+
+# Measured on the CPU (one thread, ViT-B/16 shapes, batch 8 x 197 tokens, forward + backward): a grouped conv1d
+# over all tokens beats a batched matrix product only for many tiny groups that do not narrow (Consolidator's
+# g=384 on qkv, proj, fc1: 2 -> 6, 2 -> 2, 2 -> 8); for few large groups (RepAdapter: g=2, 4 -> 384) and for
+# narrowing groups (fc2: 8 -> 2) the batched product is 1.5-2x faster. docs/methods/consolidator.md has figures.
+_CONV_MIN_GROUPS = 64
+
+
+def grouped_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y = blockdiag(W_1, ..., W_g) x (+ bias) over the last dimension, group by group (never densified).
+
+    Args:
+        x: (..., in) input; output group j reads inputs [j*in/g, (j+1)*in/g).
+        weight: (g, out/g, in/g) group weights.
+        bias: optional (out,) bias.
+
+    Returns:
+        (..., out).
+    """
+    groups, out_per_group, in_per_group = weight.shape
+    lead = x.shape[:-1]
+    out_features = groups * out_per_group
+    if groups >= _CONV_MIN_GROUPS and in_per_group <= out_per_group:
+        tokens = x.reshape(1, -1, groups * in_per_group).transpose(1, 2)  # (1, in, tokens)
+        kernel = weight.reshape(out_features, in_per_group, 1)
+        y = F.conv1d(tokens, kernel, bias, groups=groups).transpose(1, 2)
+    else:
+        per_group = x.reshape(-1, groups, in_per_group).transpose(0, 1)  # (g, tokens, in/g)
+        y = torch.bmm(per_group, weight.transpose(1, 2)).transpose(0, 1)  # (tokens, g, out/g)
+        y = y.reshape(-1, out_features)
+        if bias is not None:
+            y = y + bias
+    return y.reshape(*lead, out_features)
 
 
 class GroupedLinear(nn.Module):
@@ -78,22 +114,7 @@ class GroupedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shuffle:
             x = channel_shuffle(x, self.groups)
-        groups, out_per_group, in_per_group = self.weight.shape
-        lead = x.shape[:-1]
-        # Measured on CPU for ViT-B/16 shapes at g=384 (docs/methods/consolidator.md): a grouped conv over all
-        # tokens is fastest when each group has at least as many outputs as inputs (qkv, proj, fc1); a
-        # batched product over the groups is fastest otherwise (fc2: 8 inputs, 2 outputs per group).
-        if in_per_group <= out_per_group:
-            tokens = x.reshape(1, -1, self.in_features).transpose(1, 2)  # (1, in, tokens)
-            kernel = self.weight.reshape(self.out_features, in_per_group, 1)
-            y = F.conv1d(tokens, kernel, self.bias, groups=groups).transpose(1, 2)
-        else:
-            per_group = x.reshape(-1, groups, in_per_group).transpose(0, 1)  # (g, tokens, in/g)
-            y = torch.bmm(per_group, self.weight.transpose(1, 2)).transpose(0, 1)  # (tokens, g, out/g)
-            y = y.reshape(-1, self.out_features)
-            if self.bias is not None:
-                y = y + self.bias
-        return y.reshape(*lead, self.out_features)
+        return grouped_product(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (

@@ -43,6 +43,8 @@ class InputAdaptedLinear(WrappedLinear):
             raise AttributeError("adapter") from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.adapter_disabled:
+            return self.base_layer(x)
         return self.base_layer(self.adapter(x))
 
     def merged(self) -> nn.Linear:

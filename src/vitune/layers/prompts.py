@@ -15,16 +15,14 @@ import torch
 from torch import nn
 
 from ..errors import VituneError
-from ..methods.base import VituneModule
+from .base import VituneModule
 
 
-def vpt_init_bound(model: nn.Module, patch_embed: str, dim: int) -> float:
+def vpt_init_bound(patch_size: tuple[int, int], in_chans: int, dim: int) -> float:
     """VPT's prompt init range: xavier-uniform with the patch embedding's fan-in (channels x patch area)
     and the token width as fan-out, sqrt(6 / (3 * patch_area + D)) for RGB input."""
-    embed = model.get_submodule(patch_embed)
-    ph, pw = embed.patch_size
-    channels = getattr(getattr(embed, "proj", None), "in_channels", 3)
-    return math.sqrt(6.0 / (channels * ph * pw + dim))
+    ph, pw = patch_size
+    return math.sqrt(6.0 / (in_chans * ph * pw + dim))
 
 
 class PromptedBlock(VituneModule):
@@ -59,6 +57,8 @@ class PromptedBlock(VituneModule):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.adapter_disabled:
+            return self.block(x, *args, **kwargs)
         if (args and args[0] is not None) or kwargs.get("attn_mask") is not None:
             raise VituneError(
                 "prompt tokens change the sequence length, so an attention mask made for the backbone's "

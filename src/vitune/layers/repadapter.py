@@ -16,13 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .grouped_linear import grouped_dense_weight, grouped_product
 from .input_adapted_linear import InputAdaptedLinear
-
-
-def grouped_to_dense(weight_b: torch.Tensor, groups: int) -> torch.Tensor:
-    """The (D, r) block-diagonal matrix of a grouped (D, r/g) weight: block j maps hidden group j."""
-    dim, per_group = weight_b.shape
-    return torch.block_diag(*weight_b.reshape(groups, dim // groups, per_group))
 
 
 class RepAdapter(nn.Module):
@@ -57,21 +52,18 @@ class RepAdapter(nn.Module):
         nn.init.zeros_(self.weight_B)
         nn.init.zeros_(self.bias_B)
 
+    def grouped_weight_B(self) -> torch.Tensor:
+        """weight_B as (g, D/g, r/g) group weights: output group j reads hidden group j."""
+        return self.weight_B.view(self.groups, self.dim // self.groups, self.r // self.groups)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.dropout(F.linear(x, self.weight_A, self.bias_A))
-        g = self.groups
-        # Grouped product: (..., g, r/g) x (g, D/g, r/g) -> (..., g, D/g); never the dense (D, r) matrix.
-        out = torch.einsum(
-            "...gk,gok->...go",
-            hidden.unflatten(-1, (g, self.r // g)),
-            self.weight_B.view(g, self.dim // g, self.r // g),
-        ).flatten(-2)
-        return x + self.scale * (out + self.bias_B)
+        return x + self.scale * grouped_product(hidden, self.grouped_weight_B(), self.bias_B)
 
     def affine64(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(M, c) with f(x) = x M^T + c at eval, in float64."""
         w_a, b_a = self.weight_A.detach().double(), self.bias_A.detach().double()
-        w_b = grouped_to_dense(self.weight_B.detach().double(), self.groups)
+        w_b = grouped_dense_weight(self.grouped_weight_B().detach().double())
         eye = torch.eye(self.dim, dtype=torch.float64, device=w_a.device)
         return eye + self.scale * (w_b @ w_a), self.scale * (w_b @ b_a + self.bias_B.detach().double())
 

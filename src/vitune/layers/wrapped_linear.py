@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..methods.base import VituneModule
+from .base import VituneModule
 
 
 class WrappedModule(VituneModule):

@@ -1,9 +1,10 @@
 """Bottleneck adapter (Houlsby et al., 2019; Pfeiffer et al., 2021): the baseline of the VTAB tables.
 
-    H' = H + s * up(act(down(H)))      after a block's sublayer output H, inside the sublayer's residual
+    H' = H + s * up(act(down(H)))      H the output of a residual branch, where it joins the residual stream
 
-- placement "pfeiffer" (default; NOAH's "Adapter" baseline): after the MLP only.
-- placement "houlsby": also after the attention sublayer (the output of attn.proj).
+- placement "pfeiffer" (default; NOAH's "Adapter" baseline): after the MLP branch only,
+  X2 = X1 + H + a(H), H = DP(LS(MLP(LN2(X1)))) (NOAH's and PEViT's placement).
+- placement "houlsby": also after the attention branch.
 Defaults: bottleneck 8, ReLU, no inner LayerNorm (PEViT's adapter has one: ``layernorm=True``), and the
 up projection starts at zero so the adapted model starts as the backbone.
 """
@@ -13,11 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 
-from ..layers.bottleneck import Activation, LinearInit, SequentialAdapters, linear_bottleneck
+from ..layers.bottleneck import Activation, LinearInit, linear_bottleneck
+from ..layers.branch_adapters import SequentialAdapters
 from ..surgery import replace_module
-from .base import Method
+from .base import Method, rename_sublayer_adapters, require_branch_ends
 from .config import MethodConfig, option
 from .registry import register_method
 
@@ -26,7 +29,7 @@ from .registry import register_method
 class AdapterConfig(MethodConfig):
     bottleneck: int = option(8, "hidden width of each adapter")
     placement: Literal["pfeiffer", "houlsby"] = option(
-        "pfeiffer", "pfeiffer: after the MLP only; houlsby: after the attention sublayer and after the MLP"
+        "pfeiffer", "pfeiffer: after the MLP branch only; houlsby: after the attention branch and the MLP branch"
     )
     act: Activation = option("relu", "activation between the projections: relu, gelu, gelu_tanh, quick_gelu")
     layernorm: bool = option(False, "a LayerNorm on the adapter input, before the down projection (PEViT)")
@@ -56,12 +59,17 @@ class Adapter(Method):
         cfg = self.config
         dim = places.embed_dim
         ref = model.get_submodule(places.blocks[0].fc1).weight
-        sublayers = ("attn", "mlp") if cfg.placement == "houlsby" else ("mlp",)
+        branches = ("attn_branch", "mlp_branch") if cfg.placement == "houlsby" else ("mlp_branch",)
+        require_branch_ends(places, branches, self.name)
         for block in places.blocks:
-            for role in sublayers:
-                path = getattr(block, role)
+            for branch in branches:
+                path = getattr(block, branch)
                 adapter = linear_bottleneck(
                     dim, cfg.bottleneck, init=cfg.init, act=cfg.act, dropout=cfg.dropout, scale=cfg.scale,
                     layernorm="in" if cfg.layernorm else "none", device=ref.device, dtype=ref.dtype,
                 )
                 replace_module(model, path, SequentialAdapters(model.get_submodule(path), [adapter]))
+
+    def from_storage(self, model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # Files saved when the adapters wrapped the sublayer name them there; same tensors, new place.
+        return rename_sublayer_adapters(state, self.places)

@@ -1,16 +1,16 @@
 """AdaptFormer (Chen et al., NeurIPS 2022): a ReLU bottleneck parallel to each block's MLP.
 
-    X2 = X1 + MLP(LN2(X1)) + s * a(X1),   a(Z) = Dropout(ReLU(Z W_d^T + b_d)) W_u^T + b_u
+    X2 = X1 + DP(MLP(LN2(X1))) + s * a(X1),   a(Z) = Dropout(ReLU(Z W_d^T + b_d)) W_u^T + b_u
 
 The adapter reads the residual stream after attention, X1, not LN2(X1): the official code's semantics (the
-paper's figure shows a LayerNorm; the author says the code is right). Config keys are named like the
-official ``tuning_config`` (ffn_option, ffn_adapter_scalar, ffn_num, vpt_on, ...).
+paper's figure shows a LayerNorm; the author says the code is right). Its output joins the residual stream
+outside the MLP branch's drop path (and layer scale, which the official block lacks). Sequential option:
+H = DP(MLP(LN2(X1))), X2 = X1 + H + a(H). Config keys are named like the official ``tuning_config``
+(ffn_option, ffn_adapter_scalar, ffn_num, vpt_on, ...).
 
-Surgery, without copying timm's Block: ``norm2`` becomes nn.Identity and ``mlp`` becomes an
-:class:`AdaptFormerMLP` holding the original norm and MLP, whose forward is mlp(norm(x)) + sum_k a_k(x).
-The block calls mlp(norm2(x)), so that module receives X1. Consequence: the adapter output also passes
-through the block's ls2 / drop_path2, which are identities for ViT-B (no layer scale) at drop_path 0,
-AdaptFormer's setting.
+Surgery, without copying timm's Block (``layers/branch_adapters.py``): the end of the MLP branch (timm's
+drop_path2) is wrapped by a module that adds the adapters' outputs to what joins the residual stream; for the
+parallel option an :class:`InputTap` on norm2 hands it X1, the input norm2 saw in the same block call.
 
 Layer-wise iterative training ("multi"): several adapters per block (``ffn_num`` as a list), trained one
 at a time with :func:`select_adapter`; :func:`num_adapters` says how many there are.
@@ -27,9 +27,10 @@ from torch import nn
 
 from ..errors import ConfigError, VituneError
 from ..layers.bottleneck import linear_bottleneck
+from ..layers.branch_adapters import BranchAdapters, InputTap, ParallelAdapters, SequentialAdapters
 from ..layers.prompts import PromptedBlock
 from ..surgery import replace_module
-from .base import Method, VituneModule
+from .base import Method, rename_sublayer_adapters, require_branch_ends
 from .config import MethodConfig, option
 from .registry import register_method
 
@@ -99,31 +100,6 @@ class AdaptFormerConfig(MethodConfig):
         return 1.0 if self.learnable_scale else float(self.ffn_adapter_scalar)
 
 
-class AdaptFormerMLP(VituneModule):
-    """The block's MLP with its pre-norm moved inside, plus AdaptFormer's adapters.
-
-    parallel: mlp(norm(x)) + sum_k a_k(x)      (x is the residual stream X1)
-    sequential: h + sum_k a_k(h), h = mlp(norm(x))
-    """
-
-    wrapped = ("norm", "mlp")
-
-    def __init__(self, norm: nn.Module, mlp: nn.Module, adapters: list[nn.Module], option: str):
-        super().__init__()
-        self.norm = norm
-        self.mlp = mlp
-        self.adapters = nn.ModuleList(adapters)
-        self.option = option
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.mlp(self.norm(x))
-        source = x if self.option == "parallel" else h
-        out = h
-        for adapter in self.adapters:
-            out = out + adapter(source)
-        return out
-
-
 @register_method
 class AdaptFormer(Method):
     name = "adaptformer"
@@ -141,6 +117,8 @@ class AdaptFormer(Method):
             raise ConfigError(f"AdaptFormerConfig.d_model: {cfg.d_model} does not match the backbone's width {dim}")
         ref = model.get_submodule(places.blocks[0].fc1).weight
         factory = {"device": ref.device, "dtype": ref.dtype}
+        if cfg.ffn_adapt:
+            require_branch_ends(places, ("mlp_branch",), self.name)
         for block in places.blocks:
             if cfg.ffn_adapt:
                 adapters = [
@@ -151,9 +129,15 @@ class AdaptFormer(Method):
                     )
                     for width in cfg.bottlenecks
                 ]
-                norm = replace_module(model, block.norm2, nn.Identity())
-                mlp = model.get_submodule(block.mlp)
-                replace_module(model, block.mlp, AdaptFormerMLP(norm, mlp, adapters, cfg.ffn_option))
+                end = model.get_submodule(block.mlp_branch)
+                if cfg.ffn_option == "parallel":
+                    # In the pre-norm layout norm2's input is X1, the residual stream after attention.
+                    tap = InputTap(model.get_submodule(block.norm2))
+                    replace_module(model, block.norm2, tap)
+                    wrapper = ParallelAdapters(end, adapters, tap)
+                else:
+                    wrapper = SequentialAdapters(end, adapters)
+                replace_module(model, block.mlp_branch, wrapper)
             if cfg.vpt_on:
                 # AdaptFormer's prompts: xavier-uniform on a (1, vpt_num, D) tensor.
                 bound = math.sqrt(6.0 / ((cfg.vpt_num + 1) * dim))
@@ -169,36 +153,50 @@ class AdaptFormer(Method):
                     norm = nn.BatchNorm1d(linear.in_features, affine=False, eps=1e-6, **factory)
                     replace_module(model, head, nn.Sequential(norm, linear))
 
+    def from_storage(self, model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # Files saved when the adapters wrapped the sublayer name them there; same tensors, new place.
+        return rename_sublayer_adapters(state, self.places)
 
-def _adaptformer_mlps(model: nn.Module) -> list[AdaptFormerMLP]:
-    from ..api import applied_method
 
+def _adapter_groups(model: nn.Module) -> tuple[nn.Module, AdaptFormer, list[BranchAdapters]]:
+    """The bare model (out of a compile/DDP wrapper), its AdaptFormer, and the modules holding the adapters."""
+    from ..api import applied_method, unwrap  # the public accessors (api imports the methods package)
+
+    model = unwrap(model)
     method = applied_method(model)
     if not isinstance(method, AdaptFormer):
         found = method.name if method is not None else "none"
         raise VituneError(f"this needs a model with method 'adaptformer' applied (found: {found})")
-    return [m for m in model.modules() if isinstance(m, AdaptFormerMLP)]
+    return model, method, [m for m in model.modules() if isinstance(m, BranchAdapters)]
 
 
 def num_adapters(model: nn.Module) -> int:
-    """How many adapters each block of an AdaptFormer model has (0 when ffn_adapt is off)."""
-    mlps = _adaptformer_mlps(model)
-    return len(mlps[0].adapters) if mlps else 0
+    """How many adapters each block of an AdaptFormer model has (0 when ffn_adapt is off).
+
+    Args:
+        model: a model with method 'adaptformer' applied.
+    """
+    _, _, groups = _adapter_groups(model)
+    return len(groups[0].adapters) if groups else 0
 
 
 def select_adapter(model: nn.Module, index: int | None) -> None:
     """Layer-wise iterative training: make adapter `index` of every block trainable, freeze the others.
 
-    The classifier head stays trainable; prompts (vpt_on) are left as they are. ``index=None`` makes every
-    adapter trainable again. Build a new optimizer after calling this: it changes ``requires_grad``.
+    The classifier head stays trainable; prompts (vpt_on) are left as they are. Build a new optimizer after
+    calling this: it changes ``requires_grad``.
+
+    Args:
+        model: a model with method 'adaptformer' applied (or its compile/DDP wrapper).
+        index: which adapter of each block trains (0-based); None makes every adapter trainable again.
     """
-    mlps = _adaptformer_mlps(model)
-    count = len(mlps[0].adapters) if mlps else 0
+    model, method, groups = _adapter_groups(model)
+    count = len(groups[0].adapters) if groups else 0
     if index is not None and not 0 <= index < count:
         raise VituneError(f"adapter index {index} is out of range: each block has {count} adapters")
-    for mlp in mlps:
-        for k, adapter in enumerate(mlp.adapters):
+    for group in groups:
+        for k, adapter in enumerate(group.adapters):
             adapter.requires_grad_(index is None or k == index)
     params = dict(model.named_parameters())
-    for name in model.vitune_method.head_parameter_names(model):
+    for name in method.head_parameter_names(model):
         params[name].requires_grad_(True)

@@ -1,10 +1,10 @@
 """ARC, Adapter Re-Composing (Dong et al., NeurIPS 2023): f(x) = x + Dropout(x P diag(c)) P^T + beta.
 
 The down-projection P (D x rank) is shared by every block -- one for the attention position, one for the
-MLP position -- and its transpose is the up-projection; each block has its own re-scaling c (rank) and
-bias beta (D). ``arc`` puts the adapter on the inputs of ``attn.qkv`` and ``mlp.fc1``; ``arc_att`` on the
-input of ``attn.qkv`` only. At eval f(x) = x M + beta with M = I + P diag(c) P^T (symmetric), which
-folds into the following linear: W' = W M, b' = b + W beta.
+MLP position, held once on the model root (``arc_shared``) -- and its transpose is the up-projection; each
+block has its own re-scaling c and bias beta. ``arc`` puts the adapter on the inputs of ``attn.qkv`` and
+``mlp.fc1``; ``arc_att`` on the input of ``attn.qkv`` only. The adapter, its init and its merge rule
+(W' = W (I + P diag(c) P^T), b' = b + W beta) live in ``layers/arc.py``.
 """
 
 from __future__ import annotations
@@ -12,83 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..layers.input_adapted_linear import InputAdaptedLinear
+from ..layers.arc import ARCAdapter, ARCLinear, arc_projections
 from ..surgery import replace_module
-from .base import Method, VituneModule
+from .base import Method
 from .config import MethodConfig, option
 from .registry import register_method
 
 # Position -> the block's linear whose input the adapter transforms.
 POSITIONS = {"attn": "qkv", "mlp": "fc1"}
-
-
-class ARCProjections(VituneModule):
-    """The projections shared by all blocks, held once on the model root (``model.arc_shared``)."""
-
-    def __init__(self, dim: int, rank: int, positions: tuple[str, ...], device=None, dtype=None):
-        super().__init__()
-        for position in positions:
-            self.register_parameter(f"P_{position}", nn.Parameter(torch.empty(dim, rank, device=device, dtype=dtype)))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        for p in self.parameters():
-            nn.init.xavier_uniform_(p)
-
-    def projection(self, position: str) -> nn.Parameter:
-        return getattr(self, f"P_{position}")
-
-    def merged(self) -> None:
-        return None  # the blocks' adapters have folded P into their linears already
-
-
-class ARCAdapter(nn.Module):
-    """One block's adapter at one position: its own c and beta, the shared P read at every call."""
-
-    def __init__(self, shared: ARCProjections, position: str, dim: int, rank: int, dropout: float,
-                 device=None, dtype=None):
-        super().__init__()
-        # Not registered: the shared tensor must appear once in the state_dict (on the model root).
-        object.__setattr__(self, "_shared", shared)
-        self.position = position
-        self.scale = nn.Parameter(torch.empty(rank, device=device, dtype=dtype))  # c
-        self.bias = nn.Parameter(torch.empty(dim, device=device, dtype=dtype))  # beta
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        # As released: the attention adapter starts as the identity, the MLP one does not (xavier c).
-        if self.position == "attn":
-            nn.init.zeros_(self.scale)
-        else:
-            nn.init.xavier_uniform_(self.scale.data.view(1, -1))
-        nn.init.zeros_(self.bias)
-
-    @property
-    def projection(self) -> nn.Parameter:
-        return self._shared.projection(self.position)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.projection
-        hidden = self.dropout(F.linear(x, (p * self.scale).t()))  # x P diag(c): (..., rank)
-        return x + F.linear(hidden, p) + self.bias  # ... P^T + beta
-
-    def affine64(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(M, beta) with f(x) = x M^T + beta at eval; M = I + P diag(c) P^T, in float64."""
-        p, c = self.projection.detach().double(), self.scale.detach().double()
-        eye = torch.eye(p.shape[0], dtype=torch.float64, device=p.device)
-        return eye + (p * c) @ p.t(), self.bias.detach().double()
-
-    def extra_repr(self) -> str:
-        return f"position={self.position!r}, rank={self.scale.numel()}"
-
-
-class ARCLinear(InputAdaptedLinear):
-    """A block's qkv or fc1 with the ARC adapter on its input."""
 
 
 @dataclass
@@ -126,7 +59,7 @@ class ARC(Method):
         positions = tuple(p for p in POSITIONS if p in cfg.positions)  # attn before mlp, whatever the order
         first = model.get_submodule(places.blocks[0].qkv)
         factory = {"device": first.weight.device, "dtype": first.weight.dtype}
-        shared = ARCProjections(places.embed_dim, cfg.rank, positions, **factory)
+        shared = arc_projections(places.embed_dim, cfg.rank, positions, **factory)
         for block in places.blocks:
             for position in positions:
                 path = getattr(block, POSITIONS[position])

@@ -10,32 +10,27 @@ freezing, counting, saving, loading and merging -- is shared code that reads the
 - the classifier head always trains;
 - what trains is what is saved;
 - ``VituneModule.merged()`` returns the plain backbone module that computes the same function.
+
+``VituneModule`` itself lives in ``layers/base.py`` (the layers never import the methods); it is re-exported
+here.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Iterable, Iterator
+from typing import ClassVar, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..backbones import ModelPlaces
-from ..errors import NotMergeableError
+from ..errors import BackboneError
+from ..layers.base import VituneModule
 from .config import MethodConfig
 
-
-class VituneModule(nn.Module):
-    """A module vitune inserted into a backbone.
-
-    ``wrapped`` names the children that are the backbone's own modules (for example the linear layer a
-    wrapper computes around); everything else this module holds belongs to the method.
-    """
-
-    wrapped: ClassVar[tuple[str, ...]] = ()
-
-    def merged(self) -> nn.Module | None:
-        """The backbone module that replaces this one after merging (None: remove this module)."""
-        raise NotMergeableError(f"{type(self).__name__} has no merge rule")
+__all__ = [
+    "Method", "VituneModule", "method_buffers", "method_parameters", "rename_sublayer_adapters",
+    "require_branch_ends", "vitune_modules",
+]
 
 
 class Method:
@@ -46,6 +41,10 @@ class Method:
     mergeable: ClassVar[bool] = True
     # Shown when merging is refused: why the method's update cannot be folded into the weights.
     not_mergeable_reason: ClassVar[str] = ""
+    # Whether vitune.disable_adapter can run the plain backbone: every inserted module can skip its part,
+    # and the backbone parameters the method trains in place have their original values kept.
+    can_disable: ClassVar[bool] = True
+    cannot_disable_reason: ClassVar[str] = ""
 
     def __init__(self, config: MethodConfig):
         self.config = config
@@ -70,9 +69,7 @@ class Method:
 
     def head_parameter_names(self, model: nn.Module) -> list[str]:
         """Names of the classifier head's parameters (they always train)."""
-        return [
-            f"{head}.{n}" for head in self.places.heads for n, _ in model.get_submodule(head).named_parameters()
-        ]
+        return self.places.head_parameter_names(model)
 
     def to_storage(self, model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The tensors written to disk, from the trained state (a method may store a compact form)."""
@@ -81,6 +78,36 @@ class Method:
     def from_storage(self, model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The inverse of ``to_storage``: the state to load into the model."""
         return state
+
+
+def require_branch_ends(places: ModelPlaces, branches: Sequence[str], method: str) -> None:
+    """Check that every block names the ends of the residual branches (``attn_branch``, ``mlp_branch``) a
+    method wraps: an empty path would name the model itself."""
+    for block in places.blocks:
+        missing = [b for b in branches if not getattr(block, b)]
+        if missing:
+            raise BackboneError(
+                f"{method}: the {places.family} map gives no {missing[0]} for {block.block}; the method adds its "
+                "adapters where that residual branch joins the residual stream"
+            )
+
+
+def rename_sublayer_adapters(state: dict[str, torch.Tensor], places: ModelPlaces) -> dict[str, torch.Tensor]:
+    """Tensor names of adapter files written when the bottleneck adapters wrapped a block's sublayer
+    (``blocks.0.mlp.adapters.0.down.weight``), renamed to where they now sit, the branch end
+    (``blocks.0.drop_path2.adapters.0.down.weight``); also inside a prompt wrapper (``blocks.0.block.mlp...``).
+    Names already current pass unchanged."""
+    renamed = dict(state)
+    for block in places.blocks:
+        for sublayer, branch_end in ((block.mlp, block.mlp_branch), (block.attn, block.attn_branch)):
+            if not branch_end:
+                continue
+            old, new = sublayer[len(block.block):], branch_end[len(block.block):]  # ".mlp", ".drop_path2"
+            for wrapper in ("", ".block"):  # PromptedBlock holds the block as ``block``
+                prefix = f"{block.block}{wrapper}{old}.adapters."
+                for name in [n for n in renamed if n.startswith(prefix)]:
+                    renamed[f"{block.block}{wrapper}{new}.adapters.{name[len(prefix):]}"] = renamed.pop(name)
+    return renamed
 
 
 def _owned_by_method(model: nn.Module, tensor_name: str) -> bool:

@@ -1,7 +1,7 @@
 """Method configs: dataclasses whose fields are the method's options, checked on the way in.
 
-Each field carries ``metadata={"help": ...}`` (the CLI builds its flags from it later). Values coming from
-JSON or the command line are checked against the field's annotation, and every error names the key.
+Each field carries ``metadata={"help": ...}``, the text that documents the option. Values coming from JSON
+or the command line are checked against the field's annotation, and every error names the key.
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ def _check(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be one of {list(args)}, got {value!r}")
         return value
     if origin in (Union, types.UnionType):
-        errors = []
         for option in args:
             try:
                 return _check(value, option, where)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass  # the message below names every accepted type
         raise ConfigError(f"{where} must be {' or '.join(_describe(a) for a in args)}, got {value!r}")
     if hint is type(None):
         if value is not None:

@@ -3,8 +3,9 @@
 Each linear y = W0 x + b0 gains one branch per entry g of ``fc_groups``:
     y = W0 x + b0 + sum_g DropPath(GroupFC_g(Shuffle_g(x)))
 with GroupFC_g a grouped linear (g diagonal blocks, bias) and Shuffle_g an optional channel shuffle. The
-branches are linear, so they merge into one dense matrix: W = W0 + sum_g W_eff,g and b = b0 + sum_g b_g.
-As in the official code, the wrapped layers' own biases and all LayerNorms train alongside.
+branches are linear, so they merge into one dense matrix: W = W0 + sum_g W_eff,g and b = b0 + sum_g b_g
+(the layer and its merge rule: ``layers/consolidator.py``). As in the official code, the wrapped layers' own
+biases and all LayerNorms train alongside.
 
 Storage follows the paper's stage-1 consolidation: the branch biases are folded into the (trained anyway)
 origin biases, so the adapter file holds the group weights, one bias per linear, the LayerNorms and the head.
@@ -13,22 +14,19 @@ origin biases, so the adapter file holds the group weights, one bias per linear,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import torch
-from timm.layers import DropPath
 from torch import nn
 
+from ..backbones import WHOLE_LINEAR_ROLES
 from ..backbones.targets import linear_targets
 from ..errors import ConfigError
-from ..layers.grouped_linear import GroupedLinear, grouped_dense_weight
-from ..layers.wrapped_linear import WrappedLinear
+from ..layers.consolidator import ConsolidatorLinear
 from ..surgery import replace_module
 from .base import Method
 from .config import MethodConfig, option
 from .registry import register_method
-
-WHOLE_LINEAR_ROLES = ("qkv", "proj", "fc1", "fc2")
 
 
 @dataclass
@@ -66,53 +64,6 @@ class ConsolidatorConfig(MethodConfig):
         self.require(not bad, "targets", f"roles are {list(WHOLE_LINEAR_ROLES)}, got {bad}")
 
 
-class ConsolidatorLinear(WrappedLinear):
-    """A linear layer plus parallel grouped branches, each followed by per-sample DropPath.
-
-    Built around a backbone linear by the method, or around a fresh ``nn.Linear`` to use on its own;
-    :meth:`merged_weight_and_bias` gives the dense (weight, bias) it equals in eval mode.
-    """
-
-    def __init__(
-        self,
-        base_layer: nn.Linear,
-        fc_groups: Sequence[int] = (384,),
-        rep_drop: float = 0.0,
-        with_channel_shuffle: bool = False,
-        rep_bias: bool = True,
-    ):
-        super().__init__(base_layer)
-        factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
-        self.branches = nn.ModuleList(
-            GroupedLinear(
-                base_layer.in_features, base_layer.out_features, g, bias=rep_bias,
-                shuffle=with_channel_shuffle, init_range=1e-3, **factory,
-            )
-            for g in fc_groups
-        )
-        # DropPath draws a fresh per-sample mask on every call, so one module serves all branches.
-        self.drop_path = DropPath(rep_drop) if rep_drop > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
-        for branch in self.branches:
-            out = out + self.drop_path(branch(x))
-        return out
-
-    @torch.no_grad()
-    def merged_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """W0 + sum of the branches' dense (shuffled block-diagonal) matrices, b0 + their biases; float64."""
-        w, b = self.base_weight64()
-        for branch in self.branches:
-            w += grouped_dense_weight(branch.weight.double(), branch.shuffle)
-            if branch.bias is not None:
-                b += branch.bias.double()
-        return w, b
-
-    def merged(self) -> nn.Linear:
-        return self.fold(*self.merged_weight_and_bias())
-
-
 @register_method
 class Consolidator(Method):
     name = "consolidator"
@@ -145,9 +96,8 @@ class Consolidator(Method):
                 f"{path}.base_layer.bias" for path, m in self._layers(model) if m.base_layer.bias is not None
             ]
         if self.config.train_norm:
-            heads = tuple(self.places.heads)
             for path, m in model.named_modules():
-                if isinstance(m, nn.LayerNorm) and not any(path == h or path.startswith(h + ".") for h in heads):
+                if isinstance(m, nn.LayerNorm) and not self.places.in_head(path):
                     names += [f"{path}.{n}" for n, _ in m.named_parameters(recurse=False)]
         return names
 

@@ -13,6 +13,8 @@ from .registry import register_method
 @register_method
 class FullFineTuning(Method):
     name = "full"
+    can_disable = False
+    cannot_disable_reason = "it trains the backbone's own weights in place and keeps no copy of the originals"
 
     def claimed_parameters(self, model: nn.Module) -> Iterable[str]:
         heads = set(self.head_parameter_names(model))

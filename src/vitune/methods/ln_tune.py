@@ -18,9 +18,8 @@ class LNTune(Method):
     name = "ln_tune"
 
     def claimed_parameters(self, model: nn.Module) -> Iterable[str]:
-        heads = tuple(self.places.heads)
         names = []
         for path, module in model.named_modules():
-            if isinstance(module, nn.LayerNorm) and not any(path == h or path.startswith(h + ".") for h in heads):
+            if isinstance(module, nn.LayerNorm) and not self.places.in_head(path):
                 names += [f"{path}.{n}" for n, _ in module.named_parameters(recurse=False)]
         return names

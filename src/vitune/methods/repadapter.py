@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..backbones import WHOLE_LINEAR_ROLES
 from ..backbones.targets import linear_targets
 from ..errors import ConfigError
 from ..layers.repadapter import RepAdapterLinear
@@ -19,9 +20,6 @@ from ..surgery import replace_module
 from .base import Method
 from .config import MethodConfig, option
 from .registry import register_method
-
-# The adapter transforms a layer's whole input, so only whole linear layers can be targets.
-WHOLE_LINEAR_ROLES = ("qkv", "proj", "fc1", "fc2")
 
 
 @dataclass

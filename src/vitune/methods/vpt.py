@@ -44,7 +44,7 @@ class _VPT(Method):
     def inject(self, model: nn.Module, places) -> None:
         cfg = self.config
         length, dim = cfg.num_tokens, places.embed_dim
-        bound = vpt_init_bound(model, places.patch_embed, dim)
+        bound = vpt_init_bound(places.patch_size, places.in_chans, dim)
         ref = model.get_submodule(places.blocks[0].fc1).weight
         last = places.depth - 1
         for block in places.blocks:

@@ -1,0 +1,87 @@
+"""SSF's layer (Lian et al., NeurIPS 2022): y = gamma * op(x) + beta over the op's output channels.
+
+Every op it wraps has an affine output per channel (linear, convolution, LayerNorm affine), so merging folds
+the pair into it: W' = diag(gamma) W, b' = gamma * b + beta. An op without a bias has nowhere for beta
+unless a later constant add can take it: after a bias-less patch projection, the position embedding's patch
+positions (``shift_target``) receive beta instead, so the merged model keeps the stock model's tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import BackboneError
+from .wrapped_linear import WrappedModule
+
+# The ops whose output channels SSF can scale and shift, and later fold into.
+FOLDABLE = (nn.Linear, nn.Conv2d, nn.LayerNorm)
+
+
+def output_channels(op: nn.Module) -> int:
+    """The number of output channels of a FOLDABLE op."""
+    if isinstance(op, nn.Linear):
+        return op.out_features
+    if isinstance(op, nn.Conv2d):
+        return op.out_channels
+    return op.weight.numel()  # LayerNorm over the last dimension
+
+
+class ScaleShift(WrappedModule):
+    """``gamma * op(x) + beta`` over the op's output channels (the last dimension, or dim 1 of a Conv2d).
+
+    Args:
+        base_layer: a Linear, Conv2d or LayerNorm (with an affine weight over one dimension).
+        init_std: gamma starts at N(1, init_std), beta at N(0, init_std).
+        shift_target: for an op without bias only: (a parameter of shape (1, tokens, C), first token index);
+            merging adds beta to its tokens from that index on instead of giving the op a bias. For a patch
+            projection: the position embedding and its first patch position.
+    """
+
+    def __init__(self, base_layer: nn.Module, init_std: float = 0.02,
+                 shift_target: tuple[nn.Parameter, int] | None = None):
+        if not isinstance(base_layer, FOLDABLE):
+            raise BackboneError(
+                f"SSF scales the output of a Linear, Conv2d or LayerNorm, got {type(base_layer).__name__}"
+            )
+        if isinstance(base_layer, nn.LayerNorm) and (
+            base_layer.weight is None or len(base_layer.normalized_shape) != 1
+        ):
+            raise BackboneError("SSF folds into a LayerNorm's affine weight over one dimension; this one has none")
+        super().__init__(base_layer)
+        self.channel_dim = 1 if isinstance(base_layer, nn.Conv2d) else -1
+        factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
+        channels = output_channels(base_layer)
+        self.init_std = init_std
+        self.scale = nn.Parameter(torch.empty(channels, **factory))
+        self.shift = nn.Parameter(torch.empty(channels, **factory))
+        # Not registered: the target is a backbone parameter owned elsewhere (the model root's pos_embed).
+        object.__setattr__(self, "_shift_target", shift_target if base_layer.bias is None else None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.scale, mean=1.0, std=self.init_std)
+        nn.init.normal_(self.shift, mean=0.0, std=self.init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base_layer(x)
+        if self.adapter_disabled:
+            return y
+        scale, shift = self.scale, self.shift
+        if self.channel_dim == 1:  # (B, C, H, W)
+            scale, shift = scale.view(-1, 1, 1), shift.view(-1, 1, 1)
+        return torch.addcmul(shift, y, scale)
+
+    @torch.no_grad()
+    def merged(self) -> nn.Module:
+        weight, bias = self.base_weight64()
+        scale, shift = self.scale.double(), self.shift.double()
+        weight = weight * scale.view(-1, *([1] * (weight.dim() - 1)))  # row / output channel c times gamma_c
+        if self._shift_target is not None:
+            target, start = self._shift_target
+            target[:, start:] += shift.to(target.dtype)  # every token from `start` on had beta added
+            return self.fold(weight, None)
+        return self.fold(weight, scale * bias + shift)  # an op without bias gains one: the shift needs it
+
+    def extra_repr(self) -> str:
+        return "shift folds into the position embedding" if self._shift_target is not None else ""
