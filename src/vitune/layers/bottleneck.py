@@ -72,8 +72,8 @@ class Bottleneck(nn.Module):
             options, one LayerNorm module either way); "none" has no LayerNorm.
     """
 
-    def __init__(self, down: nn.Module, up: nn.Module, *, act: str = "relu", dropout: float = 0.0,
-                 scale: float = 1.0, learnable_scale: bool = False, layernorm: str = "none"):
+    def __init__(self, down: nn.Module, up: nn.Module, *, act: Activation = "relu", dropout: float = 0.0,
+                 scale: float = 1.0, learnable_scale: bool = False, layernorm: BottleneckNorm = "none"):
         super().__init__()
         dim = down.in_features
         if up.out_features != dim or up.in_features != down.out_features:
