@@ -127,3 +127,27 @@ def test_merge(method, kind):
     stock.load_state_dict(model.state_dict(), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(stock(x), after, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method,kind", GRID)
+def test_disable_adapter_runs_the_plain_backbone_with_the_trained_head(method, kind):
+    model = adapted(method, kind)
+    perturb_trainable(model)
+    model.eval()
+    x = image_batch(model)
+    plain = make_backbone(kind)
+    if not vitune.applied_method(model).can_disable:
+        with pytest.raises(vitune.VituneError, match=f"method '{method}' cannot be disabled"):
+            with vitune.disable_adapter(model):
+                pass
+        return
+    with torch.no_grad():
+        adapted_out = model(x)
+        with vitune.disable_adapter(model):
+            features = model.forward_features(x)
+            out = model(x)
+            plain_features = plain.forward_features(x)
+            head_on_plain = model.forward_head(plain_features)
+        torch.testing.assert_close(features, plain_features, rtol=0, atol=1e-6)
+        torch.testing.assert_close(out, head_on_plain, rtol=0, atol=1e-6)
+        torch.testing.assert_close(model(x), adapted_out, rtol=0, atol=0)  # the adapter is back
