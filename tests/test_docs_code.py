@@ -19,17 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.*?)\s*-->")
 
-# Blocks known to fail in pages the methods area does not own, by page and number (1 = the page's first python
-# block), each reported to the page's owner: they need a "not run" comment or a rewrite that runs. Strict: a
-# block that starts to run makes its entry fail, so it goes.
-KNOWN_FAILING = {
-    "README.md#1": "downloads pretrained ViT-B/16 weights (no network here)",
-    "docs/data.md#1": "reads data/vtab-1k/cifar, which is not there (tests/datasets.py could write one)",
-    "docs/data.md#2": "uses a `model` no block of the page defines",
-    "docs/training.md#1": "reads /tmp/vt/colours, which only a shell block of the page writes",
-}
-
-
 @dataclass(frozen=True)
 class Block:
     page: Path
@@ -41,10 +30,6 @@ class Block:
     @property
     def name(self) -> str:
         return f"{self.page.relative_to(ROOT)}:{self.line}"
-
-    @property
-    def key(self) -> str:
-        return f"{self.page.relative_to(ROOT)}#{self.number}"
 
 
 def python_blocks(page: Path) -> list[Block]:
@@ -109,13 +94,7 @@ def page_runs(tmp_path_factory):
     return get
 
 
-def _param(block: Block):
-    known = KNOWN_FAILING.get(block.key)
-    marks = [pytest.mark.xfail(strict=True, reason=f"{block.key}: {known}")] if known else []
-    return pytest.param(block, id=block.name, marks=marks)
-
-
-@pytest.mark.parametrize("block", [_param(b) for b in BLOCKS])
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.name) for b in BLOCKS])
 def test_docs_block_runs(block: Block, page_runs):
     if block.not_run is not None:
         pytest.skip(f"{block.name} not run: {block.not_run}")
