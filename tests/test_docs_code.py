@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.*?)\s*-->")
 
+
 @dataclass(frozen=True)
 class Block:
     page: Path
-    number: int  # 1 for the page's first python block
     line: int  # 1-based line of the block's first code line
     code: str
     not_run: str | None  # the reason, for a block marked <!-- not run: ... -->
@@ -42,7 +42,7 @@ def python_blocks(page: Path) -> list[Block]:
                 end += 1
             marker = NOT_RUN.search(lines[i - 1]) if i > 0 else None
             code = "\n".join(lines[i + 1 : end])
-            blocks.append(Block(page, len(blocks) + 1, i + 2, code, marker.group(1) if marker else None))
+            blocks.append(Block(page, i + 2, code, marker.group(1) if marker else None))
             i = end
         i += 1
     return blocks
