@@ -23,6 +23,7 @@ from .errors import (  # noqa: E402
     VituneError,
 )
 from .io import load_adapter, read_adapter_config, save_adapter, save_merged  # noqa: E402
+from .backbones.weights import WeightsFileError, load_weights  # noqa: E402
 
 __all__ = [
     "AdapterFileError",

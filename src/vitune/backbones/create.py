@@ -5,8 +5,9 @@ Three sources of weights, as in timm's train.py:
 - none given: timm's random init, drawn after ``torch.manual_seed(init_seed)`` so it can be re-created
   exactly (a warning says the backbone is not pretrained);
 - ``pretrained=True``: timm's own weights for the name's tag (from timm's cache or the network);
-- ``weights=PATH``: a local file, loaded by timm itself with ``pretrained_cfg_overlay=dict(file=PATH)``
-  (safetensors or a PyTorch state dict; Google ``.npz`` checkpoints through the model's own loader).
+- ``weights=PATH``: a local file loaded into the randomly initialised model by :func:`load_weights`
+  (``weights.py``: Google ``.npz`` through timm's own loader, safetensors, PyTorch files with
+  ``weights_only=True``; the seeds' checkpoint wrappers unwrapped, a head of another size dropped).
 
 The embedded backbone's name (``dinov2_small_focus``, embedded.py) works like a timm name with its weights:
 it resolves to the cached ``local-dir:`` folder. The weights file of a ``local-dir:`` folder is hashed like a
@@ -30,6 +31,7 @@ from torch import nn
 
 from ..errors import RunError
 from .embedded import resolve_embedded
+from .weights import WeightsFileError, load_weights
 
 
 class RandomBackboneWarning(UserWarning):
@@ -115,14 +117,11 @@ def create_backbone(
         if not Path(weights_path).is_file():
             raise RunError(f"--weights {weights}: no such file")
         source["weights_sha256"] = file_sha256(weights_path)
-        overlay: dict[str, Any] = {"file": weights_path}
-        if weights_path.endswith(".npz"):
-            overlay["custom_load"] = True  # Google's big_vision / jax checkpoints go through the model's loader
+        model = _timm_call(resolved, pretrained=False, num_classes=num_classes, **kwargs)
         try:
-            model = _timm_call(resolved, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=num_classes,
-                               **kwargs)
-        except (RuntimeError, ValueError, KeyError, OSError) as e:
-            raise RunError(f"--weights {weights}: timm could not load it into {name}: {e}") from None
+            load_weights(model, weights_path)
+        except WeightsFileError as e:
+            raise RunError(f"--weights {weights}: {e}") from None
     elif pretrained:
         try:
             model = _timm_call(resolved, pretrained=True, num_classes=num_classes, **kwargs)
