@@ -4,6 +4,7 @@
     vitune eval RUN_DIR_OR_ADAPTER_DIR [--data DIR] [--split NAME] [--json]
     vitune merge RUN_DIR_OR_ADAPTER_DIR --out FOLDER
     vitune methods | vitune demo
+    vitune recipes | search RUN_ROOT --grid KEY=V1,V2 ... | suite RUN_ROOT --benchmark DIR ... | report RUN_ROOT...
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("methods", help="list the registered methods: mergeable or not, parameters on ViT-B/16")
     _add_train_parser(sub)
+    _add_experiment_parsers(sub)
     e = sub.add_parser("eval", help="top-1 accuracy of a trained adapter (run folder or adapter folder)")
     e.add_argument("folder", metavar="RUN_DIR_OR_ADAPTER_DIR")
     e.add_argument("--data", metavar="DIR", help="dataset folder (default: the run's)")
@@ -81,7 +83,18 @@ def _add_train_parser(sub) -> None:
         help="train a method on a dataset folder into a run folder (docs/training.md)",
         description="Train a method on a dataset folder. Settings: defaults < --recipe < these flags.",
     )
-    add = t.add_argument
+    _add_train_flags(t)
+    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (new or empty, or with --resume)")
+    t.add_argument("--resume", action="store_true", default=False, help="continue the run in --out from its checkpoint")
+
+
+def _add_train_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
+    """The run settings of `vitune train`, shared by `vitune search` and `vitune suite` (minus the flags in `skip`)."""
+
+    def add(*names: str, **kwargs) -> None:
+        if not skip.intersection(names):
+            parser.add_argument(*names, **kwargs)
+
     add("--method", help="method name (vitune methods)")
     add("--set", nargs="*", metavar="KEY=VALUE", help="the method's config, e.g. r=4 (values parsed as JSON)")
     add("--model", metavar="TIMM_NAME", help="timm model name, e.g. vit_base_patch16_224.orig_in21k")
@@ -122,13 +135,110 @@ def _add_train_parser(sub) -> None:
     add("--seed", type=int, help="seed of the init, the data order and every epoch (default 42)")
     add("--device", choices=["auto", "cpu", "cuda"], help="where to train (default auto)")
     add("-j", "--workers", type=int, help="data loading processes (default 4)")
-    add("--out", required=True, metavar="RUN_DIR", help="run folder (new or empty, or with --resume)")
-    add("--resume", action="store_true", default=False, help="continue the run in --out from its checkpoint")
 
 
-def _train_flags(args: argparse.Namespace) -> dict:
+def _add_experiment_parsers(sub) -> None:
+    """`vitune recipes`, `search`, `suite` and `report` (docs/benchmarks-vtab.md)."""
+    sub.add_parser("recipes", help="list the built-in recipes: method, benchmark and source")
+    s = sub.add_parser(
+        "search", argument_default=argparse.SUPPRESS,
+        help="grid search: train on train800, select on val200, retrain on train800val200, test once",
+        description="Train every grid point on the train split, select on the validation split, retrain the "
+                    "winner on train+val and test it once; RUN_ROOT/search.json records it all.",
+    )
+    s.add_argument("root", metavar="RUN_ROOT", help="the search's folder (re-run the same command to continue)")
+    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a run setting (lr, weight_decay, ...) or method.KEY (method.scale) and its values; repeat")
+    _add_train_flags(s, skip=frozenset({"--train-split", "--eval-split", "--selection"}))
+    u = sub.add_parser(
+        "suite", argument_default=argparse.SUPPRESS,
+        help="one method over every task of a benchmark folder, one run per task and seed",
+        description="Train a method on every task folder of --benchmark (RUN_ROOT/<task>/seed<S>); finished runs "
+                    "are skipped and unfinished ones resumed.",
+    )
+    u.add_argument("root", metavar="RUN_ROOT", help="the suite's folder")
+    u.add_argument("--benchmark", required=True, metavar="DIR", help="folder of task folders (VTAB-1k, FGVC, few-shot)")
+    u.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="one run per seed and task (default: the recipe's seed, else 42)")
+    u.add_argument("--tasks", metavar="A,B,...", help="only these task folders (default: all)")
+    u.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="N worker processes, one task each at a time (default 0: in this process)")
+    u.add_argument("--loader-workers", dest="workers_per_run", type=int, metavar="N",
+                   help="data loading processes of each run (vitune train's -j/--workers; default 4)")
+    u.add_argument("--few-shot", dest="few_shot_shots", type=int, metavar="K",
+                   help="NOAH's K-shot lists: list num_shot_K.seed_S for seed S")
+    _add_train_flags(u, skip=frozenset({"--data", "--seed", "--workers", "--few-shot"}))
+    r = sub.add_parser("report", help="tables and plots from run folders: report.md, report.csv, PNGs")
+    r.add_argument("roots", nargs="+", metavar="RUN_ROOT", help="folders searched for results.json")
+    r.add_argument("--out", metavar="DIR", help="where to write the report (default: the first RUN_ROOT)")
+
+
+def _run_recipes(args: argparse.Namespace) -> int:
+    from .train.recipes import recipe_rows
+
+    rows = recipe_rows()
+    print(f"{'recipe':28s} {'method':16s} {'benchmark':10s} {'per-dataset':>11s}  source")
+    for row in rows:
+        print(f"{row.name:28s} {row.method:16s} {row.benchmark:10s} {row.datasets:11d}  {row.source}")
+    return 0
+
+
+def _split_list(text: str, flag: str, kind=str) -> list:
+    try:
+        items = [kind(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise VituneError(f"{flag} expects a comma-separated list, got {text!r}") from None
+    if not items:
+        raise VituneError(f"{flag} expects a comma-separated list, got {text!r}")
+    return items
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from .train.search import parse_grid, run_search
+
+    grid = parse_grid(args.grid, _parse_value)
+    flags = _train_flags(args, extra=("root", "grid"))
+    document = run_search(args.root, grid, flags, progress=lambda m: print(f"search: {m}", flush=True))
+    choice, final = document["choice"], document["final"]
+    chosen = ", ".join(f"{k}={v}" for k, v in choice["values"].items())
+    print(f"search {args.root}: chose {chosen} (validation {choice['val_accuracy']:.2f}% on "
+          f"{document['splits']['val']}); test accuracy {final['test_accuracy']:.2f}% on {final['eval_split']} "
+          f"after retraining on {final['train_split']}")
+    return 0
+
+
+def _run_suite(args: argparse.Namespace) -> int:
+    from .train.suite import run_suite, summary_error
+
+    flags = _train_flags(args, extra=("root", "benchmark", "seeds", "tasks", "workers", "workers_per_run",
+                                      "few_shot_shots"))
+    if getattr(args, "workers_per_run", None) is not None:
+        flags["workers"] = args.workers_per_run
+    seeds = _split_list(args.seeds, "--seeds", int) if args.seeds else None
+    tasks = _split_list(args.tasks, "--tasks") if getattr(args, "tasks", None) else None
+    document = run_suite(args.root, args.benchmark, flags, seeds=seeds, tasks=tasks, workers=args.workers,
+                         few_shot_shots=getattr(args, "few_shot_shots", None),
+                         progress=lambda m: print(f"suite: {m}", flush=True))
+    done = sum(r["status"] in ("finished", "trained") for r in document["runs"])
+    print(f"suite {args.root}: {done}/{len(document['runs'])} runs finished ({document['kind']}, "
+          f"{len(document['tasks'])} tasks x {len(document['seeds'])} seeds)")
+    error = summary_error(document)
+    if error is not None:
+        raise error
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    written = write_report(args.roots, args.out)
+    print(f"report of {written.runs} runs written to {written.folder}: " + ", ".join(p.name for p in written.files))
+    return 0
+
+
+def _train_flags(args: argparse.Namespace, extra: tuple[str, ...] = ()) -> dict:
     """The settings given on the command line, as RunConfig keys."""
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "out", "resume")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", *extra)}
     if "set" in flags:
         flags["set"] = _config_pairs(flags["set"])
     if "model_kwargs" in flags:
@@ -196,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    commands = {"train": _run_train, "eval": _run_eval, "merge": _run_merge, "methods": _run_methods}
+    commands = {"train": _run_train, "eval": _run_eval, "merge": _run_merge, "methods": _run_methods,
+                "recipes": _run_recipes, "search": _run_search, "suite": _run_suite, "report": _run_report}
     if args.command in commands:
         return commands[args.command](args)
     if args.command is None:  # the zero-argument default job

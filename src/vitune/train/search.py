@@ -1,0 +1,266 @@
+"""``vitune search``: a grid search that selects on the validation split and tests the winner once.
+
+Part A of methods.md: every grid point trains on the train split (VTAB-1k: ``train800``) and is scored on the
+validation split (``val200``); the point with the best validation accuracy (ties: the first in grid order)
+is retrained on train+val (``train800val200``) and evaluated on the test split, once. Nothing is chosen on
+test. The search root holds one run folder per point, the final run, and ``search.json``:
+
+    RUN_ROOT/
+      search.json            the grid, every point's validation accuracy, the choice, the test accuracy
+      points/<name>/         one run folder per grid point (name from its values: lr=0.001,scale=0.5)
+      final/                 the winner retrained on train+val, evaluated on test
+
+Grid keys are run settings (``lr``, ``weight_decay``, ``drop_path`` ...) or a method config key with the
+prefix ``method.`` (``method.scale``). Every run goes through :func:`vitune.train.train` with ``resume=True``:
+a finished point is skipped, an interrupted one continues from its checkpoint, so re-running the same
+command finishes an interrupted search.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..atomic import atomic_write_json
+from ..errors import ConfigError, RunError
+from .config import FIELDS, resolve_config
+from .runner import plain, train
+
+SEARCH_FILE = "search.json"
+POINTS = "points"
+FINAL = "final"
+METHOD_PREFIX = "method."
+# Settings a grid may not vary: they define the task and the protocol the search itself fixes.
+FIXED_KEYS = ("method", "data", "few_shot", "train_split", "eval_split", "recipe", "selection", "device", "workers")
+
+
+@dataclass(frozen=True)
+class SearchSplits:
+    """The four splits of a search: fit and score the points, then retrain and test the winner."""
+
+    train: str
+    val: str
+    final_train: str
+    test: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"train": self.train, "val": self.val, "final_train": self.final_train, "test": self.test}
+
+
+# Per layout: (train, validation, train+validation, test). Image folders and NOAH's few-shot lists have no
+# train+validation split, so a search there would have to retrain on less data than it selected with.
+_LAYOUT_SPLITS = {
+    "vtab": SearchSplits("train800", "val200", "train800val200", "test"),
+    "fgvc": SearchSplits("train", "val", "trainval", "test"),
+}
+
+
+def search_splits(data: str | Path, few_shot: Sequence[int] | None = None) -> SearchSplits:
+    """The search's splits for the task folder `data`; a DataError/RunError when it lacks one."""
+    from ..data import open_task
+
+    task = open_task(data, few_shot=tuple(few_shot) if few_shot else None)
+    splits = _LAYOUT_SPLITS.get(task.layout)
+    if splits is None:
+        raise RunError(
+            f"--data {task.root}: a {task.layout} task has no train / validation / train+validation / test splits; "
+            "vitune search needs a VTAB-1k (train800, val200, train800val200, test) or FGVC "
+            "(train, val, trainval, test) task"
+        )
+    missing = [s for s in splits.to_dict().values() if s not in task.splits]
+    if missing:
+        raise RunError(f"--data {task.root}: vitune search needs the split(s) {', '.join(missing)}, which are missing")
+    return splits
+
+
+def parse_grid(entries: Sequence[str], parse_value=None) -> dict[str, list[Any]]:
+    """``["lr=1e-3,1e-2", "method.scale=0.1,1"]`` -> ``{"lr": [0.001, 0.01], "method.scale": [0.1, 1]}``."""
+    parse_value = parse_value or _json_or_text
+    grid: dict[str, list[Any]] = {}
+    for entry in entries:
+        key, sep, values = entry.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise ConfigError(f"--grid expects KEY=V1,V2,..., got {entry!r}")
+        if key in grid:
+            raise ConfigError(f"--grid {key} is given twice")
+        check_grid_key(key)
+        parsed = [parse_value(v.strip()) for v in values.split(",")]
+        if len({repr(v) for v in parsed}) != len(parsed):
+            raise ConfigError(f"--grid {key}: a value is repeated in {values!r}")
+        grid[key] = parsed
+    if not grid:
+        raise ConfigError("vitune search needs at least one --grid KEY=V1,V2,...")
+    return grid
+
+
+def _json_or_text(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def check_grid_key(key: str) -> None:
+    if key.startswith(METHOD_PREFIX):
+        if not key[len(METHOD_PREFIX):]:
+            raise ConfigError(f"--grid {key!r}: name the method config key after 'method.', e.g. method.scale")
+        return
+    if key in FIXED_KEYS:
+        raise ConfigError(f"--grid {key}: the search fixes this setting; it cannot be searched")
+    if key not in FIELDS:
+        import difflib
+
+        close = difflib.get_close_matches(key, FIELDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"--grid {key!r}: not a run setting{hint}; method config keys take the prefix 'method.' (method.scale)"
+        )
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination, the last key varying fastest (as nested loops in the order given)."""
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_name(values: Mapping[str, Any]) -> str:
+    """A folder name from the point's values: ``lr=0.001,scale=0.5`` (the ``method.`` prefix dropped)."""
+    parts = []
+    for key, value in values.items():
+        short = key[len(METHOD_PREFIX):] if key.startswith(METHOD_PREFIX) else key
+        text = value if isinstance(value, str) else _json_text(value)
+        parts.append(f"{short}={text}")
+    return re.sub(r"[^A-Za-z0-9_.,=+\-\[\]]", "_", ",".join(parts))
+
+
+def _json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))
+
+
+def with_values(flags: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`flags` with the grid point's `values` on top (method keys merged into ``method_config``)."""
+    out = dict(flags)
+    method_config = dict(out.get("method_config") or {})
+    for key, value in values.items():
+        if key.startswith(METHOD_PREFIX):
+            method_config[key[len(METHOD_PREFIX):]] = value
+        else:
+            out[key] = value
+    if method_config:
+        out["method_config"] = method_config
+    return out
+
+
+def _check_flags(flags: Mapping[str, Any]) -> None:
+    for key in ("train_split", "eval_split"):
+        if key in flags:
+            raise ConfigError(f"vitune search sets the splits itself; drop --{key.replace('_', '-')}")
+    if flags.get("selection", "final_epoch") != "final_epoch":
+        raise ConfigError(
+            "vitune search reports the final epoch of every run: --selection best_eval would choose the final "
+            "run's epoch on the test split"
+        )
+
+
+def run_search(root: str | Path, grid: Mapping[str, Sequence[Any]], flags: Mapping[str, Any],
+               progress=None) -> dict[str, Any]:
+    """Train every grid point, pick the best on validation, retrain it on train+val and test it once.
+
+    Args:
+        root: the search root (created; re-running continues it).
+        grid: grid key -> values (:func:`parse_grid`).
+        flags: the run settings shared by every point, as for :func:`vitune.train.train` (``data`` required).
+        progress: optional ``callable(str)`` told about each run as it starts or is skipped.
+
+    Returns the ``search.json`` document.
+    """
+    root = Path(root)
+    _check_flags(flags)
+    for key in grid:
+        check_grid_key(key)
+    config = resolve_config(flags)  # the shared settings are checked before anything is trained
+    splits = search_splits(config.data, config.few_shot)
+    say = progress or (lambda message: None)
+
+    document: dict[str, Any] = {
+        "grid": {k: list(v) for k, v in grid.items()},
+        "grid_keys": list(grid),  # the grid's order (JSON objects are written with sorted keys)
+        "splits": splits.to_dict(),
+        "selection": "highest validation accuracy; ties go to the first point in grid order",
+        "data": config.data,
+        "method": config.method,
+        "recipe": config.recipe,
+        "base": plain(dict(flags)),
+        "points": [],
+        "choice": None,
+        "final": None,
+    }
+    previous = _read(root)
+    if previous is not None and (previous.get("grid") != plain(document["grid"]) or previous.get("base") != document["base"]):
+        raise RunError(
+            f"{root / SEARCH_FILE}: this root holds a search with another grid or other settings; "
+            "choose another RUN_ROOT or repeat the same command to continue it"
+        )
+
+    for values in grid_points(grid):
+        folder = root / POINTS / point_name(values)
+        point_flags = {**with_values(flags, values), "train_split": splits.train, "eval_split": splits.val}
+        say(f"point {point_name(values)}: train on {splits.train}, score on {splits.val}")
+        outcome = train(point_flags, folder, resume=True)
+        document["points"].append({
+            "values": plain(dict(values)),
+            "folder": str(folder.relative_to(root)),
+            "val_accuracy": outcome.results["accuracy"],
+            "reused": outcome.already_finished,
+        })
+        _write(root, document)
+
+    best = _best(document["points"])
+    document["choice"] = {"values": best["values"], "folder": best["folder"], "val_accuracy": best["val_accuracy"]}
+    _write(root, document)
+
+    final_flags = {**with_values(flags, best["values"]), "train_split": splits.final_train, "eval_split": splits.test}
+    say(f"final: {point_name(best['values'])} on {splits.final_train}, tested once on {splits.test}")
+    outcome = train(final_flags, root / FINAL, resume=True)
+    document["final"] = {
+        "values": best["values"],
+        "folder": FINAL,
+        "train_split": splits.final_train,
+        "eval_split": splits.test,
+        "test_accuracy": outcome.results["accuracy"],
+    }
+    _write(root, document)
+    return document
+
+
+def _best(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The highest validation accuracy; the first such point in grid order (max keeps the first maximum)."""
+    scored = [p for p in points if p["val_accuracy"] is not None and not math.isnan(p["val_accuracy"])]
+    if not scored:
+        raise RunError("vitune search: no grid point has a validation accuracy")
+    return max(scored, key=lambda p: p["val_accuracy"])
+
+
+def _read(root: Path) -> dict[str, Any] | None:
+    import json
+
+    path = root / SEARCH_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path}: cannot be read ({e})") from None
+
+
+def _write(root: Path, document: dict[str, Any]) -> None:
+    atomic_write_json(root / SEARCH_FILE, plain(document))

@@ -1,0 +1,289 @@
+"""``vitune suite``: one method over every task of a benchmark folder, one run folder per task and seed.
+
+    RUN_ROOT/
+      suite.json              the benchmark, its kind, tasks, seeds and every run's status and accuracy
+      <task>/seed<S>/         a run folder (vitune train), resumable
+      <task>/seed<S>.log      its output, when the run went to a worker process
+
+The benchmark folder holds task folders (a VTAB-1k root such as NOAH's ``vtab-1k/``, an FGVC root, NOAH's
+``few-shot/``); each sub-folder whose layout :func:`vitune.data.open_task` recognises is a task. A finished
+run (``results.json`` present) is skipped, an unfinished one resumed, so the same command continues a suite
+that was interrupted. With ``workers > 0`` tasks run in parallel worker processes (``python -m vitune train``),
+one task (all its seeds, in order) per worker at a time; on a machine with several GPUs worker i sees GPU
+i mod count only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ..atomic import atomic_write_json
+from ..errors import ConfigError, DataError, RunError, VituneError
+from .config import load_recipe, resolve_config
+from .run_folder import RESULTS
+from .runner import plain, train
+
+SUITE_FILE = "suite.json"
+# Settings the suite sets per run; given as flags they would be overwritten.
+SUITE_KEYS = ("data", "seed", "few_shot")
+KIND_NAMES = {"vtab": "VTAB-1k", "fgvc": "FGVC", "imagefolder": "image folders", "fewshot": "NOAH few-shot"}
+
+
+@dataclass
+class SuiteRun:
+    """One task and seed of the suite, and what became of it."""
+
+    task: str
+    data: Path
+    seed: int
+    folder: Path
+    status: str = "pending"  # finished (already), trained, failed
+    accuracy: float | None = None
+    error: str | None = None
+
+    def record(self, root: Path) -> dict[str, Any]:
+        return {"task": self.task, "seed": self.seed, "folder": str(self.folder.relative_to(root)),
+                "status": self.status, "accuracy": self.accuracy, "error": self.error}
+
+
+@dataclass
+class Benchmark:
+    root: Path
+    kind: str
+    tasks: dict[str, Path] = field(default_factory=dict)  # name -> task folder, in name order
+
+
+def find_tasks(benchmark: str | Path, names: Sequence[str] | None = None,
+               few_shot_shots: int | None = None, seed_for_check: int = 0) -> Benchmark:
+    """The task folders of `benchmark` (sub-folders with a recognised layout), optionally only `names`."""
+    from ..data import open_task
+
+    root = Path(benchmark).expanduser()
+    if not root.is_dir():
+        raise DataError(f"--benchmark {root}: no such folder")
+    root = root.resolve()
+    found: dict[str, Path] = {}
+    layouts: set[str] = set()
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            if few_shot_shots is not None:
+                task = open_task(sub, few_shot=(few_shot_shots, seed_for_check))
+            else:
+                task = open_task(sub)
+        except DataError:
+            continue  # not a task folder (or not one of these shots): skipped
+        found[sub.name] = sub
+        layouts.add(task.layout)
+    if not found:
+        what = f"NOAH few-shot lists with {few_shot_shots} shots" if few_shot_shots else "task folders"
+        raise DataError(f"--benchmark {root}: holds no {what} (e.g. vtab-1k/ with cifar/, dtd/, ...)")
+    if names:
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise DataError(f"--tasks: {', '.join(missing)} not in {root} (tasks: {', '.join(found)})")
+        found = {n: found[n] for n in names}
+    kind = " + ".join(sorted(KIND_NAMES.get(layout, layout) for layout in layouts))
+    return Benchmark(root, kind, found)
+
+
+def plan_runs(root: Path, benchmark: Benchmark, seeds: Sequence[int]) -> list[SuiteRun]:
+    return [SuiteRun(name, data, seed, root / name / f"seed{seed}")
+            for name, data in benchmark.tasks.items() for seed in seeds]
+
+
+def run_flags(flags: Mapping[str, Any], run: SuiteRun, few_shot_shots: int | None) -> dict[str, Any]:
+    out = {**flags, "data": str(run.data), "seed": run.seed}
+    if few_shot_shots is not None:
+        out["few_shot"] = [few_shot_shots, run.seed]  # NOAH's list for this seed, trained with the same seed
+    return out
+
+
+def train_argv(flags: Mapping[str, Any]) -> list[str]:
+    """`vitune train` flags that give the settings `flags` (the inverse of the CLI's parsing)."""
+    argv: list[str] = []
+    for key, value in flags.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None:
+            continue
+        if key in ("method_config", "model_kwargs"):
+            pairs = [f"{k}={json.dumps(v)}" for k, v in value.items()]
+            if pairs:
+                argv += ["--set" if key == "method_config" else "--model-kwargs", *pairs]
+        elif isinstance(value, bool):
+            if not value:
+                raise ConfigError(f"{key}: false cannot be passed to a worker process as a flag")
+            argv.append(flag)
+        elif key == "few_shot":
+            argv += [flag, *(str(v) for v in value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run_suite(root: str | Path, benchmark: str | Path, flags: Mapping[str, Any], seeds: Sequence[int] | None = None,
+              tasks: Sequence[str] | None = None, workers: int = 0, few_shot_shots: int | None = None,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train `flags`' method on every task and seed of `benchmark`; returns the ``suite.json`` document.
+
+    Args:
+        root: the suite's root folder (RUN_ROOT).
+        benchmark: the folder of task folders.
+        flags: run settings shared by every run (``vitune train``'s, without data and seed).
+        seeds: one run per seed and task (``--seed``; with `few_shot_shots`, also the list's seed); None: the
+            recipe's seed, else 42.
+        tasks: only these task folder names (default: all).
+        workers: 0 trains in this process, one run after another; N > 0 runs N worker processes.
+        few_shot_shots: K for NOAH's ``num_shot_K.seed_S`` lists (the seed is the run's).
+    """
+    for key in SUITE_KEYS:
+        if key in flags:
+            raise ConfigError(f"vitune suite sets --{key.replace('_', '-')} per run; use --benchmark, --seeds, --few-shot")
+    if seeds is None:
+        seeds = [load_recipe(flags["recipe"]).values.get("seed", 42) if flags.get("recipe") else 42]
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed")
+    if workers < 0:
+        raise ConfigError(f"--workers must not be negative, got {workers}")
+    root = Path(root)
+    say = progress or (lambda message: None)
+    bench = find_tasks(benchmark, tasks, few_shot_shots, seed_for_check=seeds[0])
+    runs = plan_runs(root, bench, seeds)
+    for run in runs:  # every run's settings are checked before anything trains
+        resolve_config(run_flags(flags, run, few_shot_shots))
+
+    pending = []
+    for run in runs:
+        if (run.folder / RESULTS).is_file():
+            run.status = "finished"
+            run.accuracy = _accuracy(run.folder)
+            say(f"{run.task} seed {run.seed}: finished already ({run.accuracy:.2f}%), skipped")
+        else:
+            pending.append(run)
+    document = _document(root, bench, seeds, flags, few_shot_shots, workers, runs)
+    atomic_write_json(root / SUITE_FILE, document)
+    if workers == 0:
+        for run in pending:
+            _train_here(run, flags, few_shot_shots, say)
+            atomic_write_json(root / SUITE_FILE, _document(root, bench, seeds, flags, few_shot_shots, workers, runs))
+    else:
+        _train_in_workers(root, pending, flags, few_shot_shots, workers, say)
+    document = _document(root, bench, seeds, flags, few_shot_shots, workers, runs)
+    atomic_write_json(root / SUITE_FILE, document)
+    return document
+
+
+def _accuracy(folder: Path) -> float | None:
+    return json.loads((folder / RESULTS).read_text(encoding="utf-8")).get("accuracy")
+
+
+def _document(root: Path, bench: Benchmark, seeds: Sequence[int], flags: Mapping[str, Any],
+              few_shot_shots: int | None, workers: int, runs: list[SuiteRun]) -> dict[str, Any]:
+    return plain({
+        "benchmark": str(bench.root),
+        "kind": bench.kind,
+        "tasks": list(bench.tasks),
+        "seeds": list(seeds),
+        "few_shot_shots": few_shot_shots,
+        "workers": workers,
+        "settings": dict(flags),
+        "runs": [run.record(root) for run in runs],
+    })
+
+
+def _train_here(run: SuiteRun, flags: Mapping[str, Any], few_shot_shots: int | None, say) -> None:
+    say(f"{run.task} seed {run.seed}: training into {run.folder}")
+    try:
+        outcome = train(run_flags(flags, run, few_shot_shots), run.folder, resume=True)
+    except VituneError as e:
+        run.status, run.error = "failed", str(e)
+        say(f"{run.task} seed {run.seed}: failed: {e}")
+        return
+    run.status, run.accuracy = "trained", outcome.results["accuracy"]
+    say(f"{run.task} seed {run.seed}: {run.accuracy:.2f}%")
+
+
+def _worker_env(index: int, workers: int) -> dict[str, str]:
+    """The worker's environment: vitune importable, its share of the CPU threads, and its GPU."""
+    import vitune
+
+    env = dict(os.environ)
+    src = str(Path(vitune.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env.setdefault("OMP_NUM_THREADS", threads)
+    env.setdefault("MKL_NUM_THREADS", threads)
+    if "CUDA_VISIBLE_DEVICES" not in os.environ:
+        count = _cuda_count()
+        if count > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(index % count)
+    return env
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _train_in_workers(root: Path, pending: list[SuiteRun], flags: Mapping[str, Any], few_shot_shots: int | None,
+                      workers: int, say) -> None:
+    """Run the pending runs in `workers` processes, one task (its seeds in order) per worker at a time."""
+    by_task: dict[str, list[SuiteRun]] = {}
+    for run in pending:
+        by_task.setdefault(run.task, []).append(run)
+    jobs: queue.Queue = queue.Queue()
+    for task_runs in by_task.values():
+        jobs.put(task_runs)
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        env = _worker_env(index, workers)
+        while True:
+            try:
+                task_runs = jobs.get_nowait()
+            except queue.Empty:
+                return
+            for run in task_runs:
+                _train_subprocess(run, flags, few_shot_shots, env, lock, say)
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(min(workers, len(by_task)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _train_subprocess(run: SuiteRun, flags: Mapping[str, Any], few_shot_shots: int | None,
+                      env: dict[str, str], lock: threading.Lock, say) -> None:
+    argv = [sys.executable, "-m", "vitune", "train", *train_argv(run_flags(flags, run, few_shot_shots)),
+            "--out", str(run.folder), "--resume"]
+    log = run.folder.with_name(f"{run.folder.name}.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with lock:
+        say(f"{run.task} seed {run.seed}: training into {run.folder} (worker process, output in {log.name})")
+    with open(log, "a", encoding="utf-8") as out:
+        code = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    with lock:
+        if code == 0 and (run.folder / RESULTS).is_file():
+            run.status, run.accuracy = "trained", _accuracy(run.folder)
+            say(f"{run.task} seed {run.seed}: {run.accuracy:.2f}%")
+        else:
+            tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
+            run.status, run.error = "failed", f"exit code {code}: {tail[0]} (log: {log})"
+            say(f"{run.task} seed {run.seed}: failed: {run.error}")
+
+
+def summary_error(document: Mapping[str, Any]) -> RunError | None:
+    """A RunError naming the failed runs, or None when every run finished."""
+    failed = [f"{r['task']}/seed{r['seed']}" for r in document["runs"] if r["status"] == "failed"]
+    if failed:
+        return RunError(f"{len(failed)} run(s) failed: {', '.join(failed)}; see suite.json, fix and re-run to resume")
+    return None
