@@ -15,3 +15,10 @@ TINY_CONFIGS: dict[str, dict] = {
 ROUNDTRIP_ATOL: dict[str, float] = {
     "consolidator": 1e-6,
 }
+
+# Methods whose math does not apply to a backbone family, with a phrase of the error they must raise there.
+# The grid runs every other (method, backbone) pair; these pairs are checked to refuse, never skipped.
+NOT_ON_BACKBONE: dict[tuple[str, str], str] = {
+    ("vpt_shallow", "swin"): "does not apply to the timm_swin family: Swin's attention runs inside windows",
+    ("vpt_deep", "swin"): "does not apply to the timm_swin family: Swin's attention runs inside windows",
+}

@@ -7,6 +7,12 @@ import torch
 from torch import nn
 
 TINY = dict(img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=2, num_classes=5)
+# Two stages of widths 32 and 64 (patch merging between them), 4x4 windows on an 8x8 grid: shifted windows in
+# stage 0, one window in stage 1.
+TINY_SWIN = dict(
+    img_size=32, patch_size=4, window_size=4, embed_dim=32, depths=(2, 2), num_heads=(2, 4), num_classes=5,
+    drop_path_rate=0.0,
+)
 
 # The backbone variants every method is tested on.
 BACKBONES = {
@@ -25,6 +31,8 @@ BACKBONES = {
     "noqkvbias": lambda: timm.create_model("vit_tiny_patch16_224", pretrained=False, qkv_bias=False, **TINY),
     # CLIP's ViT: pre-norm after the embeddings, a patch embedding without bias, QuickGELU
     "clip": lambda: timm.create_model("vit_base_patch16_clip_224", pretrained=False, **TINY),
+    # Swin: stages of different widths, windowed attention, no class token, pooled head.fc
+    "swin": lambda: timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, **TINY_SWIN),
 }
 
 
@@ -47,6 +55,7 @@ BACKBONE_FACTORIES = {
     "avgpool": ("vit_tiny_patch16_224", dict(TINY, class_token=False, global_pool="avg")),
     "noqkvbias": ("vit_tiny_patch16_224", dict(TINY, qkv_bias=False)),
     "clip": ("vit_base_patch16_clip_224", TINY),
+    "swin": ("swin_tiny_patch4_window7_224", TINY_SWIN),
 }
 
 

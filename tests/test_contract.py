@@ -10,14 +10,29 @@ import vitune
 from vitune.backbones import find_family
 from vitune.methods.base import VituneModule, method_parameters
 
-from cases import ROUNDTRIP_ATOL, TINY_CONFIGS
+from cases import NOT_ON_BACKBONE, ROUNDTRIP_ATOL, TINY_CONFIGS
 from helpers import BACKBONES, image_batch, make_backbone, perturb_trainable
 
-GRID = [(m, b) for m in vitune.methods() for b in BACKBONES]
+GRID = [(m, b) for m in vitune.methods() for b in BACKBONES if (m, b) not in NOT_ON_BACKBONE]
 
 
 def adapted(method: str, kind: str):
     return vitune.apply(make_backbone(kind), method, **TINY_CONFIGS.get(method, {}))
+
+
+@pytest.mark.parametrize("method,kind", sorted(NOT_ON_BACKBONE))
+def test_method_refuses_a_backbone_it_does_not_apply_to(method, kind):
+    """The pairs the grid leaves out must refuse clearly, and leave the backbone untouched."""
+    model = make_backbone(kind)
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    with pytest.raises(vitune.VituneError, match=NOT_ON_BACKBONE[(method, kind)]):
+        vitune.apply(model, method, **TINY_CONFIGS.get(method, {}))
+    assert not any(isinstance(m, VituneModule) for m in model.modules())
+    assert list(model.state_dict()) == list(before)
+
+
+def test_every_method_runs_or_refuses_on_every_backbone():
+    assert {(m, b) for m in vitune.methods() for b in BACKBONES} == set(GRID) | set(NOT_ON_BACKBONE)
 
 
 @pytest.mark.parametrize("method,kind", GRID)

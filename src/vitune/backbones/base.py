@@ -44,6 +44,8 @@ class BlockPlaces:
     fc2: str
     attn_branch: str = ""
     mlp_branch: str = ""
+    # The block's token width (Swin's stages have different widths; a plain ViT's blocks all have one).
+    width: int = 0
     # q, k, v -> (path of the linear that computes it, slice of that linear's output or None)
     qkv_parts: Mapping[str, tuple[str, slice | None]] = field(default_factory=dict)
 
@@ -63,7 +65,7 @@ class ModelPlaces:
     family: str
     blocks: tuple[BlockPlaces, ...]
     heads: tuple[str, ...]  # classifier module paths (a distilled DeiT has two)
-    embed_dim: int
+    embed_dim: int  # the first block's width (every block's in a plain ViT; see ``widths``)
     num_prefix_tokens: int  # class token + register tokens, in front of the patch tokens
     patch_embed: str
     final_norms: tuple[str, ...]
@@ -75,10 +77,26 @@ class ModelPlaces:
     patch_shift_target: tuple[str, int] | None = None
     # Numbers that define the backbone's shapes, recorded with saved adapters and checked on load.
     shapes: Mapping[str, object] = field(default_factory=dict)
+    # Why prompt tokens (VPT, AdaptFormer's prompts) cannot be added to this family; empty: they can.
+    no_prompts: str = ""
 
     @property
     def depth(self) -> int:
         return len(self.blocks)
+
+    def width(self, block: BlockPlaces) -> int:
+        """The token width of `block` (the model's ``embed_dim`` when the family does not say)."""
+        return block.width or self.embed_dim
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The distinct block widths, in block order (one for a ViT, one per stage for Swin)."""
+        return tuple(dict.fromkeys(self.width(b) for b in self.blocks))
+
+    def shared_name(self, prefix: str, width: int) -> str:
+        """Where a method keeps the tensors its blocks of `width` share: ``prefix`` when the model has one
+        width (the name adapter files have always used), ``prefix_<width>`` when its stages differ."""
+        return prefix if len(self.widths) == 1 else f"{prefix}_{width}"
 
     def describe(self) -> dict:
         """The shape-defining numbers, recorded with saved adapters and checked when they are loaded."""

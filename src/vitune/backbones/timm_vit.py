@@ -87,6 +87,7 @@ def _places(model: nn.Module) -> ModelPlaces:
                 fc2=f"{path}.mlp.fc2",
                 attn_branch=f"{path}.drop_path1",
                 mlp_branch=f"{path}.drop_path2",
+                width=qkv.in_features,
                 qkv_parts=parts,
             )
         )

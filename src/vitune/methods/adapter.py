@@ -57,7 +57,6 @@ class Adapter(Method):
 
     def inject(self, model: nn.Module, places) -> None:
         cfg = self.config
-        dim = places.embed_dim
         ref = model.get_submodule(places.blocks[0].fc1).weight
         branches = ("attn_branch", "mlp_branch") if cfg.placement == "houlsby" else ("mlp_branch",)
         require_branch_ends(places, branches, self.name)
@@ -65,7 +64,7 @@ class Adapter(Method):
             for branch in branches:
                 path = getattr(block, branch)
                 adapter = linear_bottleneck(
-                    dim, cfg.bottleneck, init=cfg.init, act=cfg.act, dropout=cfg.dropout, scale=cfg.scale,
+                    places.width(block), cfg.bottleneck, init=cfg.init, act=cfg.act, dropout=cfg.dropout, scale=cfg.scale,
                     layernorm="in" if cfg.layernorm else "none", device=ref.device, dtype=ref.dtype,
                 )
                 replace_module(model, path, SequentialAdapters(model.get_submodule(path), [adapter]))

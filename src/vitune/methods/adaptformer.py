@@ -119,11 +119,14 @@ class AdaptFormer(Method):
         factory = {"device": ref.device, "dtype": ref.dtype}
         if cfg.ffn_adapt:
             require_branch_ends(places, ("mlp_branch",), self.name)
+        if cfg.vpt_on and places.no_prompts:
+            raise ConfigError(f"AdaptFormerConfig.vpt_on: prompts do not apply to the {places.family} family: "
+                              f"{places.no_prompts}")
         for block in places.blocks:
             if cfg.ffn_adapt:
                 adapters = [
                     linear_bottleneck(
-                        dim, width, init=cfg.ffn_adapter_init_option, act="relu", dropout=cfg.dropout,
+                        places.width(block), width, init=cfg.ffn_adapter_init_option, act="relu", dropout=cfg.dropout,
                         scale=cfg.scale, learnable_scale=cfg.learnable_scale,
                         layernorm=cfg.ffn_adapter_layernorm_option, **factory,
                     )

@@ -1,7 +1,8 @@
 """ARC, Adapter Re-Composing (Dong et al., NeurIPS 2023): f(x) = x + Dropout(x P diag(c)) P^T + beta.
 
-The down-projection P (D x rank) is shared by every block -- one for the attention position, one for the
-MLP position, held once on the model root (``arc_shared``) -- and its transpose is the up-projection; each
+The down-projection P (D x rank) is shared by every block of one width -- one for the attention position,
+one for the MLP position, held once on the model root (``arc_shared``; ``arc_shared_<width>`` per stage on a
+Swin, as ARC's Swin code shares P per stage) -- and its transpose is the up-projection; each
 block has its own re-scaling c and bias beta. ``arc`` puts the adapter on the inputs of ``attn.qkv`` and
 ``mlp.fc1``; ``arc_att`` on the input of ``attn.qkv`` only. The adapter, its init and its merge rule
 (W' = W (I + P diag(c) P^T), b' = b + W beta) live in ``layers/arc.py``.
@@ -59,14 +60,18 @@ class ARC(Method):
         positions = tuple(p for p in POSITIONS if p in cfg.positions)  # attn before mlp, whatever the order
         first = model.get_submodule(places.blocks[0].qkv)
         factory = {"device": first.weight.device, "dtype": first.weight.dtype}
-        shared = arc_projections(places.embed_dim, cfg.rank, positions, **factory)
+        # One set of projections per width: all blocks of a ViT, each stage of a Swin (ARC's Swin code).
+        shared = {width: arc_projections(width, cfg.rank, positions, **factory) for width in places.widths}
         for block in places.blocks:
             for position in positions:
                 path = getattr(block, POSITIONS[position])
                 base = model.get_submodule(path)
-                adapter = ARCAdapter(shared, position, base.in_features, cfg.rank, cfg.dropout, **factory)
+                adapter = ARCAdapter(
+                    shared[places.width(block)], position, base.in_features, cfg.rank, cfg.dropout, **factory
+                )
                 replace_module(model, path, ARCLinear(base, adapter))
-        model.add_module("arc_shared", shared)
+        for width, projections in shared.items():
+            model.add_module(places.shared_name("arc_shared", width), projections)
 
 
 @register_method

@@ -3,7 +3,8 @@
     H' = H + up(gelu(down(LN(H))))      H the MLP branch's output, where it joins the residual stream
     PHM layer: y = x W + b,  W = sum_{i=1..n} kron(S_i, u_i v_i^T)   (W is in x out; ``layers/phm.py``)
 
-The n x n "rules" S_i are one tensor shared by every PHM layer of every block (PEViT's layout); the rank-1
+The n x n "rules" S_i are one tensor shared by every PHM layer of every block (PEViT's layout; one per width,
+``compacter_shared_<width>``, on a Swin whose stages differ); the rank-1
 factors u_i (in/n) and v_i (out/n) and the bias are per layer. Defaults follow PEViT's Compacter baseline:
 n = 4, bottleneck 64, LayerNorm before the down projection, tanh-approximated GELU, factors glorot-uniform
 with gain sqrt(2), biases zero, rules U(-1, 1). PEViT never trains its rules (their name misses its
@@ -59,13 +60,15 @@ class Compacter(Method):
 
     def inject(self, model: nn.Module, places) -> None:
         cfg = self.config
-        dim = places.embed_dim
         ref = model.get_submodule(places.blocks[0].fc1).weight
         factory = {"device": ref.device, "dtype": ref.dtype}
         require_branch_ends(places, ("mlp_branch",), self.name)
-        rules = phm_rules(cfg.n, cfg.learn_rules, **factory)
-        model.add_module("compacter_shared", rules)
+        # One set of rules per width (per stage on a Swin), like ARC's per-stage projections.
+        shared = {width: phm_rules(cfg.n, cfg.learn_rules, **factory) for width in places.widths}
+        for width, rules in shared.items():
+            model.add_module(places.shared_name("compacter_shared", width), rules)
         for block in places.blocks:
+            dim, rules = places.width(block), shared[places.width(block)]
             adapter = Bottleneck(
                 PHMLinear(dim, cfg.bottleneck, rules, cfg.rank, **factory),
                 PHMLinear(cfg.bottleneck, dim, rules, cfg.rank, **factory),

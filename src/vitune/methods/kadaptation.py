@@ -11,7 +11,8 @@ fused qkv output (before attention's 1/sqrt(d) scaling), so it is a true weight 
 W_q' = W_q + kappa * H_q^T, b_q' = b_q + bias (same for v).
 
 The layer, its fast factored form and its merge rule live in ``layers/kadaptation.py``; the slow weights
-are held once on the model root (``kadaptation_shared``).
+are held once on the model root (``kadaptation_shared``; one set per width, ``kadaptation_shared_<width>``,
+on a Swin whose stages differ in width).
 """
 
 from __future__ import annotations
@@ -47,10 +48,15 @@ class KAdaptation(Method):
 
     def inject(self, model: nn.Module, places) -> None:
         cfg = self.config
-        if places.embed_dim % cfg.n:
-            raise ConfigError(f"kadaptation.n: the width {places.embed_dim} is not a multiple of n={cfg.n}")
+        for width in places.widths:
+            if width % cfg.n:
+                raise ConfigError(f"kadaptation.n: the width {width} is not a multiple of n={cfg.n}")
         first = model.get_submodule(places.blocks[0].qkv)
-        rules = kadaptation_rules(cfg.n, device=first.weight.device, dtype=first.weight.dtype)
+        # One set of slow weights per width (per stage on a Swin), like ARC's per-stage projections.
+        shared = {
+            width: kadaptation_rules(cfg.n, device=first.weight.device, dtype=first.weight.dtype)
+            for width in places.widths
+        }
         for block in places.blocks:
             (q_path, q), (v_path, v) = block.linear("q"), block.linear("v")
             if q_path != v_path or q is None or v is None:
@@ -59,5 +65,7 @@ class KAdaptation(Method):
                     "this implementation adapts the q and v slices of one fused qkv linear"
                 )
             base = model.get_submodule(q_path)
+            rules = shared[places.width(block)]
             replace_module(model, q_path, KAdaptationLinear(base, rules, q, v, cfg.n, cfg.scale, cfg.dropout))
-        model.add_module("kadaptation_shared", rules)
+        for width, rules in shared.items():
+            model.add_module(places.shared_name("kadaptation_shared", width), rules)

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from torch import nn
 
+from ..errors import BackboneError
 from ..layers.prompts import PromptedBlock, vpt_init_bound
 from ..surgery import replace_module
 from .base import Method
@@ -43,6 +44,8 @@ class _VPT(Method):
 
     def inject(self, model: nn.Module, places) -> None:
         cfg = self.config
+        if places.no_prompts:
+            raise BackboneError(f"{self.name} does not apply to the {places.family} family: {places.no_prompts}")
         length, dim = cfg.num_tokens, places.embed_dim
         bound = vpt_init_bound(places.patch_size, places.in_chans, dim)
         ref = model.get_submodule(places.blocks[0].fc1).weight
