@@ -26,7 +26,13 @@ def test_recipe_resolves_and_names_real_tasks(name, tmp_path):
 def test_repadapter_scales_lie_in_the_published_grid():
     for name in ("repadapter_vtab", "repadapter_attn_vtab"):
         scales = {entry["method_config"]["scale"] for entry in load_recipe(name).datasets.values()}
-        assert scales <= {0.1, 0.5, 1, 5, 10} and len(load_recipe(name).datasets) == 19
+        assert scales <= {0.1, 0.5, 1, 5, 10} and set(load_recipe(name).datasets) == set(KNOWN_VTAB_CLASSES)
+
+
+def test_consolidator_folder_names_get_the_same_values():
+    for name in ("repadapter_vtab", "repadapter_attn_vtab", "consolidator_vtab"):
+        datasets = load_recipe(name).datasets
+        assert datasets["cifar100"] == datasets["cifar"] and datasets["oxford_pet"] == datasets["oxford_iiit_pet"]
 
 
 def test_vitune_recipes_lists_every_recipe(capsys):
