@@ -78,4 +78,4 @@ def test_grid_parsing_and_refusals(task, tmp_path, capsys):
         run_search(tmp_path / "x", {"lr": [0.1]}, {**TINY_FLAGS, "data": str(task), "selection": "best_eval"})
     capsys.readouterr()
     code, _, err = run_cli(search_args(tmp_path / "x", task.parent, "--grid", "lr=0.1"), capsys)
-    assert code == 2 and err.startswith("vitune: error:") and "Traceback" not in err
+    assert code == 3 and err.startswith("vitune: error:") and "Traceback" not in err

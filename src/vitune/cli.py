@@ -16,7 +16,7 @@ import sys
 import warnings
 
 from . import api, demo
-from .errors import VituneError
+from .errors import VituneError, exit_code
 
 
 def _parse_value(text: str):
@@ -295,6 +295,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; a documented error prints one line and returns its exit code (docs/errors.md):
+    2 usage or configuration (argparse's too), 3 data, 4 adapter or weights file, 5 the run failed, 130 Ctrl-C."""
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
@@ -302,7 +304,13 @@ def main(argv: list[str] | None = None) -> int:
             return _dispatch(args)
     except VituneError as e:
         print(f"vitune: error: {e}", file=sys.stderr)
-        return 2
+        return exit_code(e)
+    except OSError as e:  # a read or write the system refused (a full disk, no permission): no traceback
+        print(f"vitune: error: {e}", file=sys.stderr)
+        return exit_code(e)
+    except KeyboardInterrupt:
+        print("vitune: interrupted; a run continues from its last checkpoint with --resume", file=sys.stderr)
+        return exit_code(KeyboardInterrupt())
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_folder, recover_folder
-from ..errors import RunError
+from ..errors import RunError, RunFailedError
 
 TENSORS = "state.safetensors"
 META = "state.json"
@@ -81,9 +81,15 @@ def save_checkpoint(folder: str | Path, state: TrainState) -> None:
     meta["optimizer"] = None if state.optimizer is None else _split_optimizer(state.optimizer, tensors)
     meta["has_best_model"] = state.best_model is not None
     text = json.dumps(meta, indent=1, sort_keys=True) + "\n"
-    with atomic_folder(folder, keep=lambda entry: False) as tmp:
-        save_file(tensors, str(tmp / TENSORS))
-        (tmp / META).write_text(text, encoding="utf-8")
+    try:
+        with atomic_folder(folder, keep=lambda entry: False) as tmp:
+            save_file(tensors, str(tmp / TENSORS))
+            (tmp / META).write_text(text, encoding="utf-8")
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as a SafetensorError
+        raise RunFailedError(
+            f"{folder}: the checkpoint of epoch {state.epochs_done} cannot be written ({e}); the previous "
+            "checkpoint is intact (free space, then --resume)"
+        ) from None
 
 
 def load_checkpoint(folder: str | Path) -> TrainState | None:

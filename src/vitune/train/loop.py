@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..errors import RunError
+from ..errors import NonFiniteLossError
 from .precision import Precision
 
 
@@ -24,6 +24,16 @@ class EpochSums:
     correct: int
     seen: int
     lr: float
+
+
+CHECK_EVERY = 25  # steps between checks of the loss for NaN or infinity (each check waits for the device)
+
+
+def _stop_if_bad(first_bad: torch.Tensor, description: str, total: int) -> None:
+    step = int(first_bad.item())
+    if step >= 0:
+        raise NonFiniteLossError(f"{description}, step {step + 1}/{total}: the training loss is NaN or infinite "
+                                 "(lower --lr, or try --clip-grad 1.0)")
 
 
 def usable_batches(num_batches: int, grad_accum_steps: int) -> int:
@@ -59,6 +69,8 @@ def train_one_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = updates = 0
+    # The first step whose loss is NaN or infinite (-1: none), kept on the device: no sync per step.
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(total=total, desc=description, leave=False, disable=None if show_progress else True)
     for i, (images, labels) in enumerate(loader):
@@ -91,6 +103,10 @@ def train_one_epoch(
             updates += 1
             if sched_on_updates:
                 scheduler.step_update(first_update + updates)
+        first_bad.masked_fill_(~torch.isfinite(loss.detach()) & (first_bad < 0), i)
+        if (i + 1) % CHECK_EVERY == 0 and not isinstance(model, DistributedDataParallel):
+            # one sync every few steps, so a broken run stops soon (with DDP at the epoch's end, all ranks alike)
+            _stop_if_bad(first_bad, description, total)
         loss_sum += loss.detach().double() * labels.shape[0]
         correct += (logits.detach().argmax(-1) == labels).sum()
         seen += labels.shape[0]
@@ -98,7 +114,9 @@ def train_one_epoch(
         if not bar.disable and i % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
+    _stop_if_bad(first_bad, description, total)
     loss_value = loss_sum.item()
-    if not math.isfinite(loss_value):
-        raise RunError(f"{description}: the training loss became {loss_value} (lower --lr, or try --clip-grad 1.0)")
+    if not math.isfinite(loss_value):  # finite per step but overflowing the sum: as bad
+        raise NonFiniteLossError(f"{description}: the training loss became {loss_value} "
+                                 "(lower --lr, or try --clip-grad 1.0)")
     return EpochSums(loss_value, int(correct.item()), seen, optimizer.param_groups[0]["lr"])

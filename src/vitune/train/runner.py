@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import __version__, api, io
-from ..errors import RunError, VituneError
+from ..errors import NonFiniteLossError, RunError, RunFailedError, VituneError
 from . import distributed
 from .build import build_model
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
@@ -101,6 +101,17 @@ def _decide(folder: RunFolder, resume: bool) -> str:
         return f"error:{e}"
     folder.clean_leftovers()
     return decision
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], when: str) -> None:
+    """Refuse to checkpoint NaN or infinite weights (a last step can break them while its loss was finite)."""
+    if not tensors:
+        return
+    finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).cpu()
+    bad = [name for name, ok in zip(tensors, finite.tolist()) if not ok]
+    if bad:
+        raise NonFiniteLossError(f"{when}: the trained tensor(s) {', '.join(bad[:3])} became NaN or infinite "
+                                 "(lower --lr, or try --clip-grad 1.0)")
 
 
 class _Run:
@@ -192,12 +203,29 @@ class _Run:
         if env.is_main:
             self.folder.write_log(state.rows)  # a killed process may have stopped between checkpoint and log
             writer = self.folder.tensorboard(purge_step=state.epochs_done if state.epochs_done else None)
+        self.saved_epochs = state.epochs_done  # what the checkpoint on disk holds
         try:
-            self._train(state, writer)
-        finally:
-            if writer is not None:
-                writer.close()
-        return self._finish(state)
+            try:
+                self._train(state, writer)
+            finally:
+                if writer is not None:
+                    writer.close()
+            return self._finish(state)
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(f"{e}; {self._kept()}") from None
+        except OSError as e:
+            if isinstance(e, VituneError):
+                raise
+            # a full disk, a lost mount: the atomic writes left every file as it was before
+            raise RunFailedError(f"a write to the run folder failed ({e}); {self._kept()}") from None
+
+    def _kept(self) -> str:
+        """What a failed run leaves behind, for its error message."""
+        if not self.saved_epochs:
+            return "no checkpoint was written yet and no results.json; fix the cause and start the run again"
+        return (f"the checkpoint of epoch {self.saved_epochs}/{self.total_epochs} in {self.folder / CHECKPOINT} "
+                "is kept and no results.json was written; fix the cause, then --resume (same settings) or start "
+                "a new run")
 
     def _load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         targets = api.trainable_state(self.model)
@@ -262,8 +290,10 @@ class _Run:
             if c.selection == "best_eval" and (state.best is None or eval_acc > state.best["accuracy"]):
                 state.best = {"epoch": epoch, "accuracy": eval_acc}
                 state.best_model = {n: t.detach().clone() for n, t in state.model.items()}
+            _check_finite(state.model, f"epoch {epoch + 1}/{self.total_epochs}")
             if env.is_main:
                 save_checkpoint(self.folder / CHECKPOINT, state)
+                self.saved_epochs = state.epochs_done
                 self.folder.write_log(state.rows)
                 self._tensorboard(writer, row)
 

@@ -8,7 +8,9 @@
 The benchmark folder holds task folders (a VTAB-1k root such as NOAH's ``vtab-1k/``, an FGVC root, NOAH's
 ``few-shot/``); each sub-folder whose layout :func:`vitune.data.open_task` recognises is a task. A finished
 run (``results.json`` present) is skipped, an unfinished one resumed, so the same command continues a suite
-that was interrupted. With ``workers > 0`` tasks run in parallel worker processes (``python -m vitune train``),
+that was interrupted. Each run is trained under a claim (claim.py: ``<task>/seed<S>.lock``, an flock with the
+owner's pid), so suites sharing a RUN_ROOT never train the same run twice: a run another live suite holds is
+left to it and waited for at the end; a claim whose owner died is taken over. With ``workers > 0`` tasks run in parallel worker processes (``python -m vitune train``),
 one task (all its seeds, in order) per worker at a time; on a machine with several GPUs worker i sees GPU
 i mod count only.
 """
@@ -26,7 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..atomic import atomic_write_json
-from ..errors import ConfigError, DataError, RunError, VituneError
+from ..errors import FAILED, ConfigError, DataError, RunError, VituneError, exit_code
+from .claim import claim, claim_path, owner
 from .config import load_recipe, resolve_config
 from .run_folder import RESULTS
 from .runner import plain, train
@@ -48,10 +51,11 @@ class SuiteRun:
     status: str = "pending"  # finished (already), trained, failed
     accuracy: float | None = None
     error: str | None = None
+    exit_code: int | None = None  # a failed run's kind (vitune's exit codes, docs/errors.md)
 
     def record(self, root: Path) -> dict[str, Any]:
         return {"task": self.task, "seed": self.seed, "folder": str(self.folder.relative_to(root)),
-                "status": self.status, "accuracy": self.accuracy, "error": self.error}
+                "status": self.status, "accuracy": self.accuracy, "error": self.error, "exit_code": self.exit_code}
 
 
 @dataclass
@@ -170,11 +174,20 @@ def run_suite(root: str | Path, benchmark: str | Path, flags: Mapping[str, Any],
     document = _document(root, bench, seeds, flags, few_shot_shots, workers, runs)
     atomic_write_json(root / SUITE_FILE, document)
     if workers == 0:
-        for run in pending:
+        def here(run: SuiteRun, fd: int) -> None:
             _train_here(run, flags, few_shot_shots, say)
+
+        deferred = []
+        for run in pending:
+            if not _under_claim(run, here, False, say):
+                deferred.append(run)
+            atomic_write_json(root / SUITE_FILE, _document(root, bench, seeds, flags, few_shot_shots, workers, runs))
+        for run in deferred:  # runs another suite was training: wait for it, train them if it died
+            _under_claim(run, here, True, say)
             atomic_write_json(root / SUITE_FILE, _document(root, bench, seeds, flags, few_shot_shots, workers, runs))
     else:
-        _train_in_workers(root, pending, flags, few_shot_shots, workers, say)
+        deferred = _train_in_workers(root, pending, flags, few_shot_shots, workers, say, wait=False)
+        _train_in_workers(root, deferred, flags, few_shot_shots, workers, say, wait=True)
     document = _document(root, bench, seeds, flags, few_shot_shots, workers, runs)
     atomic_write_json(root / SUITE_FILE, document)
     return document
@@ -198,12 +211,41 @@ def _document(root: Path, bench: Benchmark, seeds: Sequence[int], flags: Mapping
     })
 
 
+def _under_claim(run: SuiteRun, train_run: Callable[[SuiteRun, int], None], wait: bool,
+                 say: Callable[[str], None]) -> bool:
+    """Train `run` while holding its claim; False (nothing done) when another live suite holds it and not `wait`.
+
+    A run that another suite finished meanwhile is marked finished, not trained again."""
+    path = claim_path(run.folder)
+    with claim(path) as fd:
+        if fd is None:
+            holder = owner(path)
+        else:
+            _train_unless_finished(run, train_run, fd, say)
+            return True
+    if not wait:
+        say(f"{run.task} seed {run.seed}: being trained by another suite ({holder}); back to it at the end")
+        return False
+    say(f"{run.task} seed {run.seed}: waiting for the other suite ({holder}) to finish it")
+    with claim(path, wait=True) as fd:
+        _train_unless_finished(run, train_run, fd, say)
+    return True
+
+
+def _train_unless_finished(run: SuiteRun, train_run: Callable[[SuiteRun, int], None], fd: int, say) -> None:
+    if (run.folder / RESULTS).is_file():
+        run.status, run.accuracy = "finished", _accuracy(run.folder)
+        say(f"{run.task} seed {run.seed}: finished by another suite ({run.accuracy:.2f}%)")
+    else:
+        train_run(run, fd)
+
+
 def _train_here(run: SuiteRun, flags: Mapping[str, Any], few_shot_shots: int | None, say) -> None:
     say(f"{run.task} seed {run.seed}: training into {run.folder}")
     try:
         outcome = train(run_flags(flags, run, few_shot_shots), run.folder, resume=True)
     except VituneError as e:
-        run.status, run.error = "failed", str(e)
+        run.status, run.error, run.exit_code = "failed", str(e), exit_code(e)
         say(f"{run.task} seed {run.seed}: failed: {e}")
         return
     run.status, run.accuracy = "trained", outcome.results["accuracy"]
@@ -234,8 +276,11 @@ def _cuda_count() -> int:
 
 
 def _train_in_workers(root: Path, pending: list[SuiteRun], flags: Mapping[str, Any], few_shot_shots: int | None,
-                      workers: int, say) -> None:
-    """Run the pending runs in `workers` processes, one task (its seeds in order) per worker at a time."""
+                      workers: int, say, wait: bool) -> list[SuiteRun]:
+    """Run the pending runs in `workers` processes, one task (its seeds in order) per worker at a time.
+
+    Returns the runs another live suite held (only when not `wait`)."""
+    deferred: list[SuiteRun] = []
     by_task: dict[str, list[SuiteRun]] = {}
     for run in pending:
         by_task.setdefault(run.task, []).append(run)
@@ -243,6 +288,10 @@ def _train_in_workers(root: Path, pending: list[SuiteRun], flags: Mapping[str, A
     for task_runs in by_task.values():
         jobs.put(task_runs)
     lock = threading.Lock()
+
+    def say_locked(message: str) -> None:
+        with lock:
+            say(message)
 
     def work(index: int) -> None:
         env = _worker_env(index, workers)
@@ -252,17 +301,23 @@ def _train_in_workers(root: Path, pending: list[SuiteRun], flags: Mapping[str, A
             except queue.Empty:
                 return
             for run in task_runs:
-                _train_subprocess(run, flags, few_shot_shots, env, lock, say)
+                def in_worker(one: SuiteRun, fd: int) -> None:
+                    _train_subprocess(one, flags, few_shot_shots, env, lock, say, fd)
+
+                if not _under_claim(run, in_worker, wait, say_locked):
+                    with lock:
+                        deferred.append(run)
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(min(workers, len(by_task)))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return deferred
 
 
 def _train_subprocess(run: SuiteRun, flags: Mapping[str, Any], few_shot_shots: int | None,
-                      env: dict[str, str], lock: threading.Lock, say) -> None:
+                      env: dict[str, str], lock: threading.Lock, say, claim_fd: int) -> None:
     argv = [sys.executable, "-m", "vitune", "train", *train_argv(run_flags(flags, run, few_shot_shots)),
             "--out", str(run.folder), "--resume"]
     log = run.folder.with_name(f"{run.folder.name}.log")
@@ -270,7 +325,8 @@ def _train_subprocess(run: SuiteRun, flags: Mapping[str, Any], few_shot_shots: i
     with lock:
         say(f"{run.task} seed {run.seed}: training into {run.folder} (worker process, output in {log.name})")
     with open(log, "a", encoding="utf-8") as out:
-        code = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # the worker shares the claim's lock, so the claim outlives a killed suite while its worker trains
+        code = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, env=env, pass_fds=(claim_fd,))
     with lock:
         if code == 0 and (run.folder / RESULTS).is_file():
             run.status, run.accuracy = "trained", _accuracy(run.folder)
@@ -278,12 +334,19 @@ def _train_subprocess(run: SuiteRun, flags: Mapping[str, Any], few_shot_shots: i
         else:
             tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
             run.status, run.error = "failed", f"exit code {code}: {tail[0]} (log: {log})"
+            run.exit_code = code if code in (2, 3, 4, 5) else FAILED
             say(f"{run.task} seed {run.seed}: failed: {run.error}")
 
 
 def summary_error(document: Mapping[str, Any]) -> RunError | None:
-    """A RunError naming the failed runs, or None when every run finished."""
-    failed = [f"{r['task']}/seed{r['seed']}" for r in document["runs"] if r["status"] == "failed"]
-    if failed:
-        return RunError(f"{len(failed)} run(s) failed: {', '.join(failed)}; see suite.json, fix and re-run to resume")
-    return None
+    """A RunError naming the failed runs, or None when every run finished.
+
+    Its exit code is the failed runs' kind when they share one (all bad configs: 2), else 5."""
+    failed = [r for r in document["runs"] if r["status"] == "failed"]
+    if not failed:
+        return None
+    names = [f"{r['task']}/seed{r['seed']}" for r in failed]
+    error = RunError(f"{len(failed)} run(s) failed: {', '.join(names)}; see suite.json, fix and re-run to resume")
+    kinds = {r.get("exit_code") for r in failed}
+    error.exit_code = kinds.pop() if len(kinds) == 1 and None not in kinds else FAILED
+    return error
