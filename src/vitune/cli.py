@@ -5,6 +5,7 @@
     vitune merge RUN_DIR_OR_ADAPTER_DIR --out FOLDER
     vitune methods | vitune demo
     vitune recipes | search RUN_ROOT --grid KEY=V1,V2 ... | suite RUN_ROOT --benchmark DIR ... | report RUN_ROOT...
+    vitune bench [--model NAME] [--batch-size N] [--methods a,b,...] [--rounds N] [--json FILE]   (docs/benchmarks.md)
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list the registered methods: mergeable or not, parameters on ViT-B/16")
     _add_train_parser(sub)
     _add_experiment_parsers(sub)
+    _add_bench_parser(sub)
     e = sub.add_parser("eval", help="top-1 accuracy of a trained adapter (run folder or adapter folder)")
     e.add_argument("folder", metavar="RUN_DIR_OR_ADAPTER_DIR")
     e.add_argument("--data", metavar="DIR", help="dataset folder (default: the run's)")
@@ -171,6 +173,52 @@ def _add_experiment_parsers(sub) -> None:
     r = sub.add_parser("report", help="tables and plots from run folders: report.md, report.csv, PNGs")
     r.add_argument("roots", nargs="+", metavar="RUN_ROOT", help="folders searched for results.json")
     r.add_argument("--out", metavar="DIR", help="where to write the report (default: the first RUN_ROOT)")
+
+
+def _add_bench_parser(sub) -> None:
+    """`vitune bench` (docs/benchmarks.md)."""
+    from .bench import DEFAULT_METHODS
+
+    b = sub.add_parser("bench", help="training step time and memory per method vs full fine-tuning and the "
+                                     "backprop floor; inference unmerged/merged; stored bytes; merge time")
+    b.add_argument("--model", default="vit_tiny_patch16_224", metavar="TIMM_NAME",
+                   help="timm model (default vit_tiny_patch16_224; vit_base_patch16_224 for ViT-B/16)")
+    b.add_argument("--model-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="for timm.create_model")
+    b.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
+    b.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
+    b.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="A,B,...",
+                   help="variants besides full and floor: vitune methods, lora_qkv, peft_lora_qkv, "
+                        "repadapter_official; NAME+ckpt with activation checkpointing (default: %(default)s)")
+    b.add_argument("--rounds", type=int, default=3, help="rounds; every variant runs once per round (default 3)")
+    b.add_argument("--warmup", type=int, default=1, help="untimed steps per measuring process (default 1)")
+    b.add_argument("--steps", type=int, default=2, help="timed steps per measuring process (default 2)")
+    b.add_argument("--threads", type=int, default=None, help="torch threads per measuring process")
+    b.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    b.add_argument("--grad-checkpointing", action="store_true",
+                   help="also measure every variant with timm's activation checkpointing (NAME+ckpt)")
+    b.add_argument("--json", metavar="FILE", help="write the whole document (every round's figures) here")
+    b.add_argument("--plots", metavar="DIR", help="one PNG per variant (default: FILE's stem + _plots with --json)")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bench import BenchSettings, format_table, run_bench
+    from .bench.plot import write_plots
+
+    settings = BenchSettings(model=args.model, model_kwargs=_config_pairs(args.model_kwargs, "--model-kwargs"),
+                             batch_size=args.batch_size, img_size=args.img_size, device=args.device,
+                             warmup=args.warmup, steps=args.steps, threads=args.threads)
+    document = run_bench(settings, _split_list(args.methods, "--methods"), args.rounds, args.grad_checkpointing,
+                         progress=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True))
+    print(format_table(document))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    plots = args.plots or (str(Path(args.json).with_suffix("")) + "_plots" if args.json else None)
+    if plots:
+        print(f"plots: {len(write_plots(document, plots))} PNGs in {plots}")
+    return 0
 
 
 def _run_recipes(args: argparse.Namespace) -> int:
@@ -315,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     commands = {"train": _run_train, "eval": _run_eval, "merge": _run_merge, "methods": _run_methods,
-                "recipes": _run_recipes, "search": _run_search, "suite": _run_suite, "report": _run_report}
+                "recipes": _run_recipes, "search": _run_search, "suite": _run_suite, "report": _run_report,
+                "bench": _run_bench}
     if args.command in commands:
         return commands[args.command](args)
     if args.command is None:  # the zero-argument default job

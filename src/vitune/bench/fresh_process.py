@@ -1,0 +1,78 @@
+"""Each measurement in a fresh Python process: ``python -m vitune.bench.fresh_process JOB_JSON`` prints one
+JSON line.
+
+A fresh process per variant and round means peak memory counts that variant alone, and no variant inherits
+another's allocator state or warmed caches. On the CPU the memory process runs with glibc told to serve every
+allocation above 64 KiB by mmap (``MALLOC_MMAP_THRESHOLD_=65536``): freed activations go back to the system at
+once, so peak RSS is the real high-water mark and repeats within about 1% (with the default allocator it
+varied by 20% between runs). That setting slows allocation, so time is measured in another process, with
+the default allocator.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from ..errors import VituneError
+
+MMAP_THRESHOLD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def run_fresh(settings: dict[str, Any], variant: str, *, memory: bool, inference: bool = False,
+              storage: bool = False) -> dict[str, Any]:
+    """Run one measurement of `variant` in a new process and return its JSON result.
+
+    memory: the peak-memory process (a single timed step; the CPU allocator set as above); else the timing
+    process, which also measures inference (`inference`) and the stored bytes (`storage`) when asked.
+    """
+    job = {"settings": settings, "variant": variant, "memory": memory, "inference": inference, "storage": storage}
+    env = dict(os.environ)
+    if memory and settings.get("device", "cpu") == "cpu":
+        env.update(MMAP_THRESHOLD_ENV)
+    done = subprocess.run([sys.executable, "-m", "vitune.bench.fresh_process", json.dumps(job)],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise VituneError(f"bench: measuring {variant} failed:\n{done.stderr.strip()[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(job: dict[str, Any]) -> dict[str, Any]:
+    """The measurement `job` asks for, in this process."""
+    import torch
+
+    from .inference import measure_inference
+    from .step import BenchSettings, build_backbone, measure_step
+    from .variants import adapt, checkpoint_bytes, parse_variant
+
+    settings = BenchSettings(**job["settings"])
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    if settings.import_peft:
+        import peft  # noqa: F401  (its RSS counts in every variant, not only in PEFT's)
+    if job["memory"]:
+        settings.steps = 1  # peak memory is reached in every step; one after the warm-up is enough
+    variant = parse_variant(job["variant"])
+    backbone = build_backbone(settings)
+    plain = copy.deepcopy(backbone) if job["inference"] else None
+    full_bytes = checkpoint_bytes(backbone) if job["storage"] else None
+    adapted = adapt(variant, backbone)
+    result: dict[str, Any] = measure_step(adapted, settings)
+    if job["inference"] and plain is not None:
+        result.update(measure_inference(plain, adapted, settings))
+    if job["storage"]:
+        result["full_checkpoint_bytes"] = full_bytes
+        result["adapter_bytes"] = adapted.save(adapted.model) if adapted.save is not None else None
+    return result
+
+
+def main() -> None:
+    print(json.dumps(measure(json.loads(sys.argv[1]))))
+
+
+if __name__ == "__main__":
+    main()

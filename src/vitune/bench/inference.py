@@ -1,0 +1,57 @@
+"""Inference throughput of the plain backbone, the adapted (unmerged) model and the merged one, and the
+merge's time and storage.
+
+The three models run one batch each in turn, repeat after repeat, so a slow moment of a shared machine hits
+all three; each repeat gives the ratios unmerged/plain and merged/plain, and the result is their median.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from .step import BenchSettings, input_batch, synchronize
+from .variants import Adapted
+
+
+@torch.no_grad()
+def _forward_seconds(model: nn.Module, x: torch.Tensor, device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    model(x)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure_inference(plain: nn.Module, adapted: Adapted, settings: BenchSettings) -> dict[str, float | None]:
+    """Images per second of each model (median over repeats), the median per-repeat ratios to the plain
+    backbone, and ``merge_s``: the seconds the variant's merge takes (None where it does not merge)."""
+    device = torch.device(settings.device)
+    models = {"plain": plain.to(device).eval(), "unmerged": adapted.model.to(device).eval()}
+    merge_s = None
+    if adapted.merge is not None:
+        merged = copy.deepcopy(adapted.model)
+        synchronize(device)
+        start = time.perf_counter()
+        merged = adapted.merge(merged)
+        synchronize(device)
+        merge_s = time.perf_counter() - start
+        models["merged"] = merged.eval()
+    x, _ = input_batch(plain, settings)
+    for model in models.values():  # warm-up: one untimed batch each
+        _forward_seconds(model, x, device)
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(settings.inference_repeats):
+        for name, model in models.items():
+            seconds[name].append(_forward_seconds(model, x, device))
+    result: dict[str, float | None] = {"merge_s": merge_s}
+    for name in ("plain", "unmerged", "merged"):
+        result[f"{name}_img_s"] = settings.batch_size / statistics.median(seconds[name]) if name in seconds else None
+        if name != "plain":
+            ratios = [p / t for p, t in zip(seconds["plain"], seconds.get(name, []))]  # throughput ratio
+            result[f"{name}_vs_plain"] = statistics.median(ratios) if ratios else None
+    return result

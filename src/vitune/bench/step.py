@@ -1,0 +1,104 @@
+"""One training step of an adapted model, timed, and the process's peak memory.
+
+Step time is the median of ``steps`` AdamW steps after ``warmup`` steps (the first steps allocate the
+optimizer state and warm the allocator and kernels). Peak memory is the process's peak RSS on the CPU and
+``torch.cuda.max_memory_allocated`` on CUDA; :mod:`.fresh_process` runs each measurement in a process of its
+own, so nothing from another variant is counted.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .variants import Adapted
+
+
+@dataclass
+class BenchSettings:
+    """What every variant of one bench run shares."""
+
+    model: str = "vit_tiny_patch16_224"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 8
+    img_size: int | None = None  # None: the model's own
+    num_classes: int = 100
+    device: str = "cpu"
+    warmup: int = 1  # untimed steps in each process before the timed ones
+    steps: int = 2  # timed steps per process; the process reports their median
+    inference_repeats: int = 3  # timed forwards per model (plain, unmerged, merged), interleaved
+    threads: int | None = None  # torch threads in each measuring process (None: torch's default)
+    # Import PEFT in every measuring process when a PEFT variant runs, so every peak RSS holds the same libraries.
+    import_peft: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_backbone(settings: BenchSettings, seed: int = 0) -> nn.Module:
+    """The timm model with random weights (speed and memory do not depend on their values)."""
+    import timm
+
+    kwargs = dict(settings.model_kwargs)
+    if settings.img_size is not None:
+        kwargs.setdefault("img_size", settings.img_size)
+    torch.manual_seed(seed)
+    return timm.create_model(settings.model, pretrained=False, num_classes=settings.num_classes, **kwargs)
+
+
+def input_batch(model: nn.Module, settings: BenchSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images at the model's input size and random labels, on the bench's device."""
+    size = settings.img_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(settings.batch_size, 3, size, size, generator=g)
+    y = torch.randint(0, settings.num_classes, (settings.batch_size,), generator=g)
+    return x.to(settings.device), y.to(settings.device)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak accelerator memory on CUDA, else the process's peak RSS (Linux reports KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_step(adapted: Adapted, settings: BenchSettings) -> dict[str, float]:
+    """``step_s`` (median of the timed steps) and ``peak_mib`` of training `adapted.model` one AdamW step at a time."""
+    device = torch.device(settings.device)
+    model = adapted.model.to(device).train()
+    x, y = input_batch(model, settings)
+    x.requires_grad_(adapted.input_grad)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4) if params else None
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+        x.grad = None
+        loss.backward()
+        if optimizer is not None:
+            optimizer.step()
+
+    times = []
+    for i in range(settings.warmup + settings.steps):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        if i >= settings.warmup:
+            times.append(time.perf_counter() - start)
+    return {"step_s": statistics.median(times), "peak_mib": peak_memory_mib(device),
+            "trainable": sum(p.numel() for p in params)}

@@ -1,0 +1,51 @@
+"""The bench document as a Markdown table: one row per variant, ratios as median (lowest-highest round)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .ratios import format_spread
+
+
+def _bytes_cell(variant: dict[str, Any]) -> str:
+    ratio = variant.get("storage_vs_full_checkpoint")
+    if ratio is None:
+        return "-"
+    return f"{ratio:.4f}x ({variant['adapter_bytes']:,} B)"
+
+
+def _merge_cell(variant: dict[str, Any]) -> str:
+    return "-" if variant.get("merge_s") is None else f"{variant['merge_s']:.3f}"
+
+
+def format_table(document: dict[str, Any]) -> str:
+    """A heading line (model, batch, size, device, rounds, load) and the Markdown table."""
+    s = document["settings"]
+    m = document["machine"]
+    load = ", ".join(f"{x:.1f}" for x in m["load_average_at_start"])
+    size = s["img_size"] or "model's"
+    lines = [
+        f"{s['model']}, batch {s['batch_size']}, {size} px, {s['device']}; one AdamW step; "
+        f"{s['rounds']} rounds x (1 process timing {s['warmup']}+{s['steps']} steps, 1 process for peak memory); "
+        f"{m['cpu_count']} CPUs, load average at start {load}",
+        "",
+        "| variant | trainable | step s | step x full | step x floor | memory MiB | memory x full | "
+        "memory x floor | unmerged/plain img/s | merged/plain img/s | merge s | stored x full checkpoint |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in document["variants"]:
+        if "step_s" not in v:
+            lines.append(f"| {v['name']} | failed: {v.get('error', '').splitlines()[-1][:80]} |" + " |" * 10)
+            continue
+        own = ""
+        if v.get("checkpointing"):
+            own = f" [own step {format_spread(v.get('step_vs_own'))}, own memory {format_spread(v.get('memory_vs_own'))}]"
+        lines.append(
+            f"| {v['name']}{own} | {v['trainable']:,} | {v['step_s']:.3f} | {format_spread(v.get('step_vs_full'))} | "
+            f"{format_spread(v.get('step_vs_floor'))} | {v['peak_mib']:,.0f} | {format_spread(v.get('memory_vs_full'))} | "
+            f"{format_spread(v.get('memory_vs_floor'))} | {format_spread(v.get('unmerged_vs_plain'))} | "
+            f"{format_spread(v.get('merged_vs_plain'))} | {_merge_cell(v)} | {_bytes_cell(v)} |"
+        )
+    for name, reason in document.get("skipped", {}).items():
+        lines.append(f"\nskipped {name}: {reason}")
+    return "\n".join(lines)
