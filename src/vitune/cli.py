@@ -125,6 +125,7 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = fro
     add("--clip-grad", type=float, help="clip gradients at this norm (default: off)")
     add("--clip-mode", choices=["norm", "value", "agc"], help="gradient clipping mode (default norm)")
     add("--amp", action="store_true", help="mixed precision: float16 on CUDA, bfloat16 on the CPU")
+    add("--grad-checkpointing", action="store_true", help="activation checkpointing: less memory, more time")
     add("--grad-accum-steps", type=int, help="micro-batches per optimizer step (default 1)")
     add("--img-size", type=int, help="input size (default: the model's)")
     add("--normalize", choices=["imagenet", "inception", "model", "none"], help="normalisation (default imagenet)")

@@ -59,6 +59,10 @@ def build_model(config: RunConfig, num_classes: int, *, warn: bool = True) -> tu
     )
     size = input_size(model)  # read from the plain backbone: the family's map needs its own modules
     api.apply(model, config.method, **method_config)
+    if config.grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise RunError(f"--grad-checkpointing: {type(model).__name__} has no set_grad_checkpointing (timm models do)")
+        model.set_grad_checkpointing(True)  # blocks recompute their activations in backward: less memory
     return model, source, size
 
 

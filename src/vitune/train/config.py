@@ -26,7 +26,7 @@ RECIPES_DIR = Path(__file__).with_name("recipes")
 # Keys whose value is a dict merged key by key across layers (a recipe's method config, the flags' --set).
 MERGED_KEYS = ("method_config", "model_kwargs")
 # Keys that do not change what a run computes: a resumed run may give other values.
-RESUMABLE_DIFFERENCES = ("workers",)
+RESUMABLE_DIFFERENCES = ("workers", "grad_checkpointing")  # checkpointing recomputes, same gradients
 
 
 def _field(default: Any, help: str) -> Any:
@@ -77,6 +77,7 @@ class RunConfig:
     clip_grad: float | None = _field(None, "gradient clipping threshold (None: off)")
     clip_mode: Literal["norm", "value", "agc"] = _field("norm", "gradient clipping mode")
     amp: bool = _field(False, "mixed precision (float16 on CUDA, bfloat16 on the CPU)")
+    grad_checkpointing: bool = _field(False, "activation checkpointing (timm's set_grad_checkpointing)")
     # evaluation and selection
     eval_interval: int = _field(0, "also evaluate every N epochs (0: only after the last)")
     selection: Literal["final_epoch", "best_eval"] = _field(
