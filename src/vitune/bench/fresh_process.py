@@ -45,6 +45,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     """The measurement `job` asks for, in this process."""
     import torch
 
+    from ..train.build import input_size
     from .inference import measure_inference
     from .step import BenchSettings, build_backbone, measure_step
     from .variants import adapt, checkpoint_bytes, parse_variant
@@ -58,12 +59,13 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         settings.steps = 1  # peak memory is reached in every step; one after the warm-up is enough
     variant = parse_variant(job["variant"])
     backbone = build_backbone(settings)
+    size = input_size(backbone)  # read from the plain backbone: vitune's place map knows its input size
     plain = copy.deepcopy(backbone) if job["inference"] else None
     full_bytes = checkpoint_bytes(backbone) if job["storage"] else None
     adapted = adapt(variant, backbone)
-    result: dict[str, Any] = measure_step(adapted, settings)
+    result: dict[str, Any] = measure_step(adapted, settings, size)
     if job["inference"] and plain is not None:
-        result.update(measure_inference(plain, adapted, settings))
+        result.update(measure_inference(plain, adapted, settings, size))
     if job["storage"]:
         result["full_checkpoint_bytes"] = full_bytes
         result["adapter_bytes"] = adapted.save(adapted.model) if adapted.save is not None else None

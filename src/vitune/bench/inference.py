@@ -27,7 +27,7 @@ def _forward_seconds(model: nn.Module, x: torch.Tensor, device: torch.device) ->
     return time.perf_counter() - start
 
 
-def measure_inference(plain: nn.Module, adapted: Adapted, settings: BenchSettings) -> dict[str, float | None]:
+def measure_inference(plain: nn.Module, adapted: Adapted, settings: BenchSettings, size: int) -> dict[str, float | None]:
     """Images per second of each model (median over repeats), the median per-repeat ratios to the plain
     backbone, and ``merge_s``: the seconds the variant's merge takes (None where it does not merge)."""
     device = torch.device(settings.device)
@@ -41,7 +41,7 @@ def measure_inference(plain: nn.Module, adapted: Adapted, settings: BenchSetting
         synchronize(device)
         merge_s = time.perf_counter() - start
         models["merged"] = merged.eval()
-    x, _ = input_batch(plain, settings)
+    x, _ = input_batch(settings, size)
     for model in models.values():  # warm-up: one untimed batch each
         _forward_seconds(model, x, device)
     seconds: dict[str, list[float]] = {name: [] for name in models}

@@ -53,9 +53,8 @@ def build_backbone(settings: BenchSettings, seed: int = 0) -> nn.Module:
     return timm.create_model(settings.model, pretrained=False, num_classes=settings.num_classes, **kwargs)
 
 
-def input_batch(model: nn.Module, settings: BenchSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random images at the model's input size and random labels, on the bench's device."""
-    size = settings.img_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+def input_batch(settings: BenchSettings, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random `size` x `size` images and random labels, on the bench's device."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(settings.batch_size, 3, size, size, generator=g)
     y = torch.randint(0, settings.num_classes, (settings.batch_size,), generator=g)
@@ -74,11 +73,11 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_step(adapted: Adapted, settings: BenchSettings) -> dict[str, float]:
+def measure_step(adapted: Adapted, settings: BenchSettings, size: int) -> dict[str, float]:
     """``step_s`` (median of the timed steps) and ``peak_mib`` of training `adapted.model` one AdamW step at a time."""
     device = torch.device(settings.device)
     model = adapted.model.to(device).train()
-    x, y = input_batch(model, settings)
+    x, y = input_batch(settings, size)
     x.requires_grad_(adapted.input_grad)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4) if params else None

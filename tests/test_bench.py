@@ -1,0 +1,100 @@
+"""vitune bench: the peers' math, each variant measured in-process, and the command end to end on a tiny ViT."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import vitune
+from vitune import cli
+from vitune.bench.fresh_process import measure
+from vitune.bench.official_repadapter import ConvRepAdapter, apply_official_repadapter, merge_official_repadapter
+from vitune.bench.variants import parse_variant
+from vitune.errors import VituneError
+
+from helpers import TINY, image_batch, make_backbone
+
+TINY_KWARGS = {k: v for k, v in TINY.items() if k != "num_classes"}  # the bench sets its own classes
+TINY_SETTINGS = dict(model_kwargs=TINY_KWARGS, batch_size=2, threads=1, num_classes=5)
+
+
+def test_official_repadapter_form_computes_vitune_s_repadapter_and_merges():
+    x = image_batch(make_backbone())
+    ours = vitune.apply(make_backbone(), "repadapter", dropout=0.0, scale=0.5).eval()
+    theirs = apply_official_repadapter(make_backbone(), dropout=0.0, scale=0.5).eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # the same non-zero tensors in both forms
+        for name, module in theirs.named_modules():
+            if isinstance(module, ConvRepAdapter):
+                adapter = ours.get_submodule(name.removesuffix(".0")).repadapter
+                for conv, weight, bias in ((module.conv_A, "weight_A", "bias_A"), (module.conv_B, "weight_B", "bias_B")):
+                    conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.1)
+                    conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.1)
+                    getattr(adapter, weight).copy_(conv.weight[:, :, 0])
+                    getattr(adapter, bias).copy_(conv.bias)
+        expected = theirs(x)
+        torch.testing.assert_close(ours(x), expected, rtol=0, atol=1e-5)
+        merge_official_repadapter(theirs)
+        assert not any(isinstance(m, ConvRepAdapter) for m in theirs.modules())
+        torch.testing.assert_close(theirs(x), expected, rtol=0, atol=1e-5)
+    trainable = {n for n, p in theirs.named_parameters() if p.requires_grad}
+    assert trainable == {"head.weight", "head.bias"}  # merged adapters are gone; the head still trains
+
+
+def test_peft_lora_adapts_the_layers_vitune_s_lora_qkv_adapts():
+    pytest.importorskip("peft")
+    from vitune.bench.peft_lora import apply_peft_lora
+
+    theirs = apply_peft_lora(make_backbone())
+    ours = vitune.apply(make_backbone(), "lora", targets=["qkv"])
+    peft_layers = {n.removeprefix("base_model.model.").removesuffix(".lora_A") for n, _ in theirs.named_modules()
+                   if n.endswith(".lora_A")}
+    assert peft_layers == {n for n, m in ours.named_modules() if hasattr(m, "lora_A")}
+    count = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)  # noqa: E731
+    assert count(theirs) == count(ours)  # same adapters and the same head train
+
+
+@pytest.mark.parametrize("name", ["full", "floor", "lora_qkv", "peft_lora_qkv", "repadapter_official", "ssf+ckpt"])
+def test_every_kind_of_variant_is_measured(name):
+    if name.startswith("peft"):
+        pytest.importorskip("peft")
+    result = measure({"settings": TINY_SETTINGS, "variant": name, "memory": False, "inference": True, "storage": True})
+    assert result["step_s"] > 0 and result["peak_mib"] > 0
+    assert (result["trainable"] == 0) == (name == "floor")
+    assert result["plain_img_s"] > 0 and result["unmerged_img_s"] > 0
+    assert (result["merged_img_s"] is None) == (name == "floor")
+    assert result["full_checkpoint_bytes"] > 0
+    assert (result["adapter_bytes"] is None) == (name == "floor")
+
+
+def test_unknown_variant_is_refused_with_the_choices():
+    with pytest.raises(VituneError, match="unknown method 'lorra'.*peft_lora_qkv"):
+        parse_variant("lorra")
+    assert parse_variant("lora+ckpt").checkpointing and parse_variant("lora+ckpt").base_name == "lora"
+
+
+def test_bench_end_to_end_writes_the_table_json_and_plots(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    kwargs = [f"{k}={v}" for k, v in TINY_KWARGS.items()]
+    code = cli.main(["bench", "--model-kwargs", *kwargs, "--batch-size", "2", "--methods", "lora", "--rounds", "1",
+                     "--threads", "1", "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| lora |" in printed and "| floor |" in printed
+    document = json.loads(out.read_text())
+    assert document["command"].startswith("vitune bench --model vit_tiny_patch16_224 --model-kwargs img_size=32")
+    assert {"settings", "machine", "skipped", "variants", "wall_s", "load_average_at_end"} <= document.keys()
+    assert [v["name"] for v in document["variants"]] == ["full", "floor", "lora"]
+    lora = document["variants"][2]
+    for key in ("trainable", "step_s", "peak_mib", "step_vs_full", "step_vs_floor", "memory_vs_full",
+                "memory_vs_floor", "unmerged_vs_plain", "merged_vs_plain", "plain_img_s", "merged_img_s", "merge_s",
+                "adapter_bytes", "full_checkpoint_bytes", "storage_vs_full_checkpoint", "rounds"):
+        assert lora[key] is not None, key
+    assert set(lora["step_vs_full"]) == {"median", "min", "max", "rounds"}
+    assert document["variants"][0]["step_vs_full"]["median"] == 1.0
+    assert 0 < lora["storage_vs_full_checkpoint"] < 1
+    plots = sorted(p.name for p in (tmp_path / "bench_plots").iterdir())
+    assert plots == ["floor.png", "full.png", "lora.png"]
