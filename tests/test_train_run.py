@@ -84,6 +84,12 @@ def test_eval_equals_the_run_s_accuracy(vtab_run, capsys):
     assert code == 0 and json.loads(out)["split"] == "val200"
 
 
+def test_eval_on_data_with_other_classes_is_refused(vtab_run, tmp_path, capsys):
+    other = datasets.make_vtab(tmp_path, name="six", n_per_split=6, num_classes=6)
+    code, _, err = run_cli(["eval", vtab_run, "--data", other], capsys)
+    assert code == 3 and "6 classes, but the adapter" in err and "4-class head" in err
+
+
 def test_merge_gives_a_folder_plain_timm_loads(vtab_run, tmp_path, capsys):
     merged = tmp_path / "merged"
     code, out, _ = run_cli(["merge", vtab_run, "--out", merged], capsys)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import api, io
-from ..errors import NotMergeableError, RunError
+from ..errors import DataError, NotMergeableError, RunError
 from ..methods import get_method
 from .build import load_trained, read_source
 from .config import RunConfig, config_from_dict
@@ -80,6 +80,12 @@ def evaluate_folder(path: str | Path, data: str | None = None, split: str | None
         raise RunError(f"--split {split!r}: {folder} has splits {', '.join(task.splits)}")
 
     model, source = load_trained(found.adapter)
+    head = api.applied_method(model).places.num_classes(model)
+    if head is not None and head != task.num_classes:
+        raise DataError(
+            f"{folder}: {task.num_classes} classes, but the adapter at {found.adapter} was trained with a "
+            f"{head}-class head; evaluate it on data with the classes it was trained on"
+        )
     inputs = source.get("input", {})
     normalize = run.normalize if run is not None else inputs.get("normalize", "model")
     kind = inputs.get("transform") or default_transform_kind(task.layout)
