@@ -1,4 +1,4 @@
-"""The `vitune` command: the zero-argument demo job and the method list."""
+"""The `vitune` command: the zero-argument job, the speckle demo and the method list."""
 
 from vitune import cli
 
@@ -27,3 +27,13 @@ def test_methods_listing(capsys):
     assert rows["lora"] == ["yes", "294,912"]
     assert rows["adaptformer"] == ["no", "1,189,632"]
     assert set(rows) == set(__import__("vitune").methods())
+
+
+def test_no_arguments_runs_the_quickstart_job(monkeypatch):
+    """`vitune` alone and `vitune quickstart FLAGS` go to the quickstart job with its own flags."""
+    seen = []
+    monkeypatch.setattr("vitune.quickstart.command.main", lambda argv: seen.append(argv) or 0)
+    assert cli.main([]) == 0
+    assert cli.main(["quickstart", "--methods", "linear,lora", "--epochs", "1"]) == 0
+    assert cli.main(["--out", "elsewhere"]) == 0
+    assert seen == [[], ["--methods", "linear,lora", "--epochs", "1"], ["--out", "elsewhere"]]

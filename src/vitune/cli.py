@@ -1,4 +1,6 @@
-"""The ``vitune`` command. With no arguments it runs the offline demo job.
+"""The ``vitune`` command. With no arguments it runs the quickstart job (docs/quickstart.md).
+
+    vitune [quickstart [--methods a,b ...]]   adapters on the embedded DINOv2 ViT-S/14 and Fashion-MNIST, offline
 
     vitune train --method NAME --model TIMM_NAME --data DIR --out RUN_DIR [...]   (docs/training.md)
     vitune eval RUN_DIR_OR_ADAPTER_DIR [--data DIR] [--split NAME] [--json]
@@ -49,9 +51,15 @@ def _vit_b16_count(method: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vitune", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="vitune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command")
 
+    # Listed for --help; `vitune quickstart ...` is handed to the job's own parser before this one runs.
+    sub.add_parser("quickstart", add_help=False,
+                   help="the default job (no arguments): adapters vs a linear probe on the embedded pretrained "
+                   "DINOv2 ViT-S/14 and real Fashion-MNIST images, merged and checked (vitune quickstart --help)")
     d = sub.add_parser("demo", help="tiny offline end-to-end run: apply, train, save, load, merge, compare")
     d.add_argument("--method", default="lora", help="method name (see `vitune methods`)")
     d.add_argument("--steps", type=int, default=100, help="training steps")
@@ -346,6 +354,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; a documented error prints one line and returns its exit code (docs/errors.md):
     2 usage or configuration (argparse's too), 3 data, 4 adapter or weights file, 5 the run failed, 130 Ctrl-C."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The default job has its own flags and parser: `vitune`, `vitune --out DIR ...`, `vitune quickstart ...`.
+    if not argv or argv[0] == "quickstart" or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        from .quickstart.command import main as quickstart
+
+        return quickstart(argv[1:] if argv and argv[0] == "quickstart" else argv)
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
@@ -368,8 +382,6 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "bench": _run_bench}
     if args.command in commands:
         return commands[args.command](args)
-    if args.command is None:  # the zero-argument default job
-        args = build_parser().parse_args(["demo"])
     result = demo.run(args.method, args.steps, args.out, args.seed, **_config_pairs(args.set))
     print(demo.report(result, args.method))
     ok = demo.passed(result)
