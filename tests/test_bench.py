@@ -86,7 +86,8 @@ def test_bench_end_to_end_writes_the_table_json_and_plots(tmp_path, capsys):
     assert "| lora |" in printed and "| floor |" in printed
     document = json.loads(out.read_text())
     assert document["command"].startswith("vitune bench --model vit_tiny_patch16_224 --model-kwargs img_size=32")
-    assert {"settings", "machine", "skipped", "variants", "wall_s", "load_average_at_end"} <= document.keys()
+    assert {"settings", "machine", "skipped", "variants", "wall_s", "load_average_at_end", "rounds_done"} <= document.keys()
+    assert document["rounds_done"] == 1
     assert [v["name"] for v in document["variants"]] == ["full", "floor", "lora"]
     lora = document["variants"][2]
     for key in ("trainable", "step_s", "peak_mib", "step_vs_full", "step_vs_floor", "memory_vs_full",

@@ -218,12 +218,15 @@ def _run_bench(args: argparse.Namespace) -> int:
     settings = BenchSettings(model=args.model, model_kwargs=_config_pairs(args.model_kwargs, "--model-kwargs"),
                              batch_size=args.batch_size, img_size=args.img_size, device=args.device,
                              warmup=args.warmup, steps=args.steps, threads=args.threads)
+
+    def write_json(document: dict) -> None:  # after every round: an interrupted run keeps its finished rounds
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
     document = run_bench(settings, _split_list(args.methods, "--methods"), args.rounds, args.grad_checkpointing,
-                         progress=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True))
+                         progress=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True), round_done=write_json)
     print(format_table(document))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     plots = args.plots or (str(Path(args.json).with_suffix("")) + "_plots" if args.json else None)
     if plots:
         print(f"plots: {len(write_plots(document, plots))} PNGs in {plots}")

@@ -23,6 +23,7 @@ from .step import BenchSettings
 from .variants import BASELINES, CHECKPOINTING_SUFFIX, parse_variant, unavailable_reason
 
 Progress = Callable[[str], None]
+RoundDone = Callable[[dict[str, Any]], None]
 
 
 def variant_names(methods: Sequence[str], grad_checkpointing: bool) -> list[str]:
@@ -66,8 +67,12 @@ def machine() -> dict[str, Any]:
 
 
 def run_bench(settings: BenchSettings, methods: Sequence[str], rounds: int = 3, grad_checkpointing: bool = False,
-              progress: Progress = lambda message: None) -> dict[str, Any]:
-    """Measure every variant `rounds` times, interleaved; return the JSON-ready document (docs/benchmarks.md)."""
+              progress: Progress = lambda message: None,
+              round_done: RoundDone = lambda document: None) -> dict[str, Any]:
+    """Measure every variant `rounds` times, interleaved; return the JSON-ready document (docs/benchmarks.md).
+
+    `round_done` gets the document of the rounds so far after each round (a long run interrupted later
+    still leaves its finished rounds)."""
     if rounds < 1:
         raise VituneError(f"bench: --rounds must be at least 1, got {rounds}")
     names = variant_names(methods, grad_checkpointing)
@@ -100,9 +105,11 @@ def run_bench(settings: BenchSettings, methods: Sequence[str], rounds: int = 3, 
                 continue
             raw[name].append(timed)
             progress(f"round {r + 1}/{rounds}: {name} {timed['step_s']:.3f} s/step, {timed['peak_mib']:.0f} MiB")
-    document["variants"] = [_summary(n, raw, errors) for n in names]
-    document["load_average_at_end"] = list(os.getloadavg())
-    document["wall_s"] = time.time() - started
+        document["variants"] = [_summary(n, raw, errors) for n in names]
+        document["rounds_done"] = r + 1
+        document["load_average_at_end"] = list(os.getloadavg())
+        document["wall_s"] = time.time() - started
+        round_done(document)
     return document
 
 
