@@ -39,8 +39,8 @@ def write_plots(document: dict[str, Any], folder: str | Path) -> list[Path]:
         ax.bar(range(len(bars)), medians, yerr=whiskers, capsize=4, color="tab:blue")
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xticks(range(len(bars)), [label for label, _ in bars], fontsize=8)
-        for i, m in enumerate(medians):
-            ax.text(i, m, f"{m:.2f}", ha="center", va="bottom", fontsize=8)
+        for i, (m, (_, b)) in enumerate(zip(medians, bars)):  # above the whisker, so the two do not overlap
+            ax.text(i, b["max"] + 0.02, f"{m:.2f}", ha="center", va="bottom", fontsize=8)
         ax.set_ylabel("ratio (median of rounds)")
         ax.set_title(f"{variant['name']}: {s['model']}, batch {s['batch_size']}, {s['device']}", fontsize=9)
         fig.tight_layout()
