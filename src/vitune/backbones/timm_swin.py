@@ -15,7 +15,8 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import BackboneError
-from .base import BackboneFamily, BlockPlaces, ModelPlaces, register_family
+from .base import BackboneFamily, ModelPlaces, register_family
+from .timm_blocks import timm_block_places
 
 NO_PROMPTS = (
     "Swin's attention runs inside windows of the patch grid (and patch merging regroups that grid), so extra "
@@ -31,58 +32,14 @@ def _is_timm_swin(model: nn.Module) -> bool:
     return isinstance(model, SwinTransformer)
 
 
-def _require_pre_norm(block: nn.Module, path: str) -> None:
+def _places(model: nn.Module) -> ModelPlaces:
     from timm.models.swin_transformer import SwinTransformerBlock
 
-    if type(block).forward is not SwinTransformerBlock.forward:
-        raise BackboneError(
-            f"{path} is a {type(block).__module__}.{type(block).__name__}, whose forward is not timm's pre-norm "
-            "SwinTransformerBlock (X1 = X + drop_path1(attn(norm1(X))), X2 = X1 + drop_path2(mlp(norm2(X1)))); "
-            "vitune's methods place adapters relative to that layout"
-        )
-
-
-def _linear(block: nn.Module, path: str, attr: str) -> nn.Linear:
-    module = block.get_submodule(attr)
-    if not isinstance(module, nn.Linear):
-        raise BackboneError(f"{path}.{attr} is a {type(module).__name__}, expected a Linear (timm's Swin block)")
-    return module
-
-
-def _block_places(block: nn.Module, path: str, index: int) -> BlockPlaces:
-    _require_pre_norm(block, path)
-    qkv = _linear(block, path, "attn.qkv")
-    for attr in ("attn.proj", "mlp.fc1", "mlp.fc2"):
-        _linear(block, path, attr)
-    width = qkv.in_features
-    if qkv.out_features % 3:
-        raise BackboneError(f"{path}.attn.qkv has {qkv.out_features} outputs, not a fused q,k,v")
-    part = qkv.out_features // 3  # Swin's head_dim option can make q,k,v wider than the tokens
-    return BlockPlaces(
-        index=index,
-        block=path,
-        norm1=f"{path}.norm1",
-        attn=f"{path}.attn",
-        qkv=f"{path}.attn.qkv",
-        proj=f"{path}.attn.proj",
-        norm2=f"{path}.norm2",
-        mlp=f"{path}.mlp",
-        fc1=f"{path}.mlp.fc1",
-        fc2=f"{path}.mlp.fc2",
-        attn_branch=f"{path}.drop_path1",
-        mlp_branch=f"{path}.drop_path2",
-        width=width,
-        qkv_parts={
-            role: (f"{path}.attn.qkv", slice(k * part, (k + 1) * part)) for k, role in enumerate(("q", "k", "v"))
-        },
-    )
-
-
-def _places(model: nn.Module) -> ModelPlaces:
     blocks = []
     for s, stage in enumerate(model.layers):
         for j, block in enumerate(stage.blocks):
-            blocks.append(_block_places(block, f"layers.{s}.blocks.{j}", len(blocks)))
+            path = f"layers.{s}.blocks.{j}"
+            blocks.append(timm_block_places(block, path, len(blocks), SwinTransformerBlock, "timm Swin"))
     if not blocks:
         raise BackboneError("this Swin Transformer has no blocks to adapt")
     fc = getattr(model.head, "fc", None)

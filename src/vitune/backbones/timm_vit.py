@@ -1,17 +1,16 @@
 """timm's VisionTransformer family: ViT, DeiT (also distilled), DINOv2 (layer scale, register tokens), CLIP's
 pre-norm ViTs (no patch-embedding bias), ViTs without qkv biases.
 
-Only blocks with timm's pre-norm ``Block.forward`` are accepted (see :class:`BlockPlaces`): the post-norm
-``ResPostBlock`` and the parallel blocks compute their branches differently, and methods that place an adapter
-relative to the residual stream would silently compute something else on them.
+Only blocks with timm's pre-norm ``Block.forward`` are accepted (``timm_blocks.py``): the post-norm
+``ResPostBlock`` and the parallel blocks compute their branches differently.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..errors import BackboneError
-from .base import BackboneFamily, BlockPlaces, ModelPlaces, register_family
+from .base import BackboneFamily, ModelPlaces, register_family
+from .timm_blocks import timm_block_places
 
 
 def _is_timm_vit(model: nn.Module) -> bool:
@@ -20,32 +19,6 @@ def _is_timm_vit(model: nn.Module) -> bool:
     except ImportError:  # pragma: no cover - timm is a dependency
         return False
     return isinstance(model, VisionTransformer)
-
-
-def _require(block: nn.Module, block_path: str, attr: str, kind: type) -> nn.Module:
-    try:
-        module = block.get_submodule(attr)
-    except AttributeError:
-        module = None
-    if not isinstance(module, kind):
-        found = type(module).__name__ if module is not None else "nothing"
-        raise BackboneError(
-            f"{block_path}.{attr} is {found}, expected {kind.__name__}: vitune's timm ViT map needs "
-            f"blocks built from timm's Block (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2)"
-        )
-    return module
-
-
-def _require_pre_norm(block: nn.Module, path: str) -> None:
-    from timm.models.vision_transformer import Block
-
-    if type(block).forward is not Block.forward:
-        raise BackboneError(
-            f"{path} is a {type(block).__module__}.{type(block).__name__}, whose forward is not timm's pre-norm "
-            "Block (X1 = X + drop_path1(ls1(attn(norm1(X)))), X2 = X1 + drop_path2(ls2(mlp(norm2(X1))))); "
-            "vitune's methods place adapters relative to that layout and would silently compute something "
-            "else on post-norm (ResPostBlock) or parallel blocks"
-        )
 
 
 def _patch_shift_target(model: nn.Module) -> tuple[str, int] | None:
@@ -59,38 +32,11 @@ def _patch_shift_target(model: nn.Module) -> tuple[str, int] | None:
 
 
 def _places(model: nn.Module) -> ModelPlaces:
-    blocks = []
-    for i, block in enumerate(model.blocks):
-        path = f"blocks.{i}"
-        _require_pre_norm(block, path)
-        qkv = _require(block, path, "attn.qkv", nn.Linear)
-        for attr in ("attn.proj", "mlp.fc1", "mlp.fc2"):
-            _require(block, path, attr, nn.Linear)
-        if qkv.out_features % 3:
-            raise BackboneError(f"{path}.attn.qkv has {qkv.out_features} outputs, not a fused q,k,v")
-        width = qkv.out_features // 3
-        parts = {
-            role: (f"{path}.attn.qkv", slice(k * width, (k + 1) * width))
-            for k, role in enumerate(("q", "k", "v"))
-        }
-        blocks.append(
-            BlockPlaces(
-                index=i,
-                block=path,
-                norm1=f"{path}.norm1",
-                attn=f"{path}.attn",
-                qkv=f"{path}.attn.qkv",
-                proj=f"{path}.attn.proj",
-                norm2=f"{path}.norm2",
-                mlp=f"{path}.mlp",
-                fc1=f"{path}.mlp.fc1",
-                fc2=f"{path}.mlp.fc2",
-                attn_branch=f"{path}.drop_path1",
-                mlp_branch=f"{path}.drop_path2",
-                width=qkv.in_features,
-                qkv_parts=parts,
-            )
-        )
+    from timm.models.vision_transformer import Block
+
+    blocks = [
+        timm_block_places(block, f"blocks.{i}", i, Block, "timm ViT") for i, block in enumerate(model.blocks)
+    ]
     heads = tuple(
         name
         for name in ("head", "head_dist")
