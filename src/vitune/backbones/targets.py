@@ -27,11 +27,10 @@ def linear_targets(
             regex = re.compile(pattern)
         except re.error as e:
             raise ConfigError(f"pattern {pattern!r} is not a valid regular expression: {e}") from None
-        heads = tuple(places.heads)
         linears = [
             name
             for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and not any(name == h or name.startswith(h + ".") for h in heads)
+            if isinstance(m, nn.Linear) and not places.in_head(name)
         ]
         found = {name: None for name in linears if regex.search(name)}
         if not found:
