@@ -7,7 +7,7 @@ import json
 import sys
 import warnings
 
-from ..errors import VituneError
+from ..errors import VituneError, exit_code
 from .job import DEFAULT_METHODS, Settings, run
 from .report import describe, text_table, verdict
 
@@ -77,7 +77,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the job with command-line flags; 0 when every merge check passed, 1 when one failed, 2 on an error."""
+    """Run the job with command-line flags; 0 when every merge check passed, 1 when one failed, else the
+    error's exit code (docs/errors.md)."""
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     except VituneError as e:
         print(f"vitune: error: {e}", file=sys.stderr)
-        return 2
+        return exit_code(e)  # the kinds of docs/errors.md: 2 config, 3 data, 4 files, 5 the run failed
     print()
     print(text_table(result.rows))
     print()
