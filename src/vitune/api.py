@@ -11,17 +11,12 @@ from torch import nn
 from .backbones import find_family, find_places
 from .backbones.identity import backbone_identity
 from .errors import NotMergeableError, VituneError
-from .methods import Method, get_method, list_methods
+from .methods import Method, get_method
 from .methods.base import method_buffers, method_parameters, vitune_modules
 from .surgery import ModelSnapshot, remove_module, replace_module
 
 # The applied method lives on the model as a plain attribute: not a module, so not in the state_dict.
 _ATTR = "vitune_method"
-
-
-def methods() -> list[str]:
-    """Names of all registered methods."""
-    return list_methods()
 
 
 def is_mergeable(name_or_model: str | nn.Module) -> bool:
@@ -102,7 +97,7 @@ def apply(model: nn.Module, name: str, **config: Any) -> nn.Module:
 
 def _original_values(model: nn.Module, method: Method) -> dict[str, torch.Tensor]:
     """Copies of the backbone parameters the method trains in place (BitFit's biases), for disable_adapter."""
-    if not getattr(method, "can_disable", True):
+    if not method.can_disable:
         return {}
     params = dict(model.named_parameters())
     names = [*method.claimed_parameters(model), *method.extra_parameters(model)]
@@ -119,12 +114,12 @@ def disable_adapter(model: nn.Module) -> Iterator[nn.Module]:
     """
     bare = unwrap(model)
     method = _require_method(bare, "disable the adapter")
-    if not getattr(method, "can_disable", True):
-        reason = getattr(method, "cannot_disable_reason", "") or "it keeps no copy of the weights it changes"
+    if not method.can_disable:
+        reason = method.cannot_disable_reason or "it keeps no copy of the weights it changes"
         raise VituneError(f"method {method.name!r} cannot be disabled: {reason}")
     params = dict(bare.named_parameters())
     modules = [m for _, m in vitune_modules(bare)]
-    flags = [getattr(m, "adapter_disabled", False) for m in modules]
+    flags = [m.adapter_disabled for m in modules]
     trained = {}
     with torch.no_grad():
         for name, original in method.original_values.items():

@@ -20,6 +20,7 @@ import warnings
 
 from . import api, demo
 from .errors import VituneError, exit_code
+from .methods import list_methods
 
 
 def _parse_value(text: str):
@@ -394,7 +395,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _run_methods(args: argparse.Namespace) -> int:
     print(f"{'method':17s} {'mergeable':10s} {'ViT-B/16 parameters (head excluded)':>36s}")
-    for name in api.methods():
+    for name in list_methods():
         merge = "yes" if api.is_mergeable(name) else "no"
         print(f"{name:17s} {merge:10s} {_vit_b16_count(name):36,d}")
     return 0

@@ -52,7 +52,7 @@ def save_adapter(model: nn.Module, folder: str | os.PathLike, *, source: dict[st
         raise AdapterFileError(f"{folder}: holds sub-folders; save an adapter into a folder of its own")
     state = method.to_storage(model, dict(trainable_state(model)))
     tensors = {n: t.detach().to("cpu", copy=True).contiguous() for n, t in state.items()}
-    backbone = dict(getattr(method, "backbone_identity", None) or backbone_identity(model, method.places))
+    backbone = dict(method.backbone_identity)  # taken by apply, before the method changed the model
     if source is not None:
         try:
             json.dumps(source)

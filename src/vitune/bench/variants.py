@@ -24,6 +24,7 @@ from torch import nn
 
 from .. import api, io
 from ..errors import VituneError
+from ..methods import list_methods
 from .official_repadapter import apply_official_repadapter, merge_official_repadapter
 from .peft_lora import apply_peft_lora, merge_peft_lora, peft_available
 
@@ -63,10 +64,10 @@ def parse_variant(name: str) -> Variant:
         return Variant(name, "peft", checkpointing=checkpointing)
     if base == "repadapter_official":
         return Variant(name, "official", checkpointing=checkpointing)
-    if base in api.methods():
+    if base in list_methods():
         return Variant(name, "vitune", base, checkpointing=checkpointing)
     raise VituneError(
-        f"bench: unknown method {name!r}; use a vitune method ({', '.join(api.methods())}), "
+        f"bench: unknown method {name!r}; use a vitune method ({', '.join(list_methods())}), "
         f"floor, lora_qkv, peft_lora_qkv or repadapter_official, optionally with {CHECKPOINTING_SUFFIX}"
     )
 
