@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -116,6 +117,28 @@ def builtin_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
+# PyYAML's safe loader names a tag it will not construct; 'tag:yaml.org,2002:' is the '!!' shorthand.
+_REFUSED_TAG = re.compile(r"could not determine a constructor for the tag '(?P<tag>[^']*)'")
+_STANDARD_TAG = "tag:yaml.org,2002:"
+
+
+def yaml_refusal(error: yaml.YAMLError, document: str) -> str:
+    """', line N: why' for a YAML file that ``yaml.safe_load`` refused (`document`: 'a recipe', ...).
+
+    A tag such as ``!!python/object/apply:os.system`` is refused on purpose, and the message says so: the
+    file is data, and constructing the tag's object is how a YAML file runs code."""
+    mark = getattr(error, "problem_mark", None)
+    where = f", line {mark.line + 1}" if mark is not None else ""
+    problem = str(getattr(error, "problem", None) or error)
+    refused = _REFUSED_TAG.search(problem)
+    if refused is None:
+        return f"{where}: not valid YAML ({problem})"
+    tag = refused["tag"]
+    tag = "!!" + tag[len(_STANDARD_TAG):] if tag.startswith(_STANDARD_TAG) else tag
+    return (f"{where}: the YAML tag {tag!r} is refused on purpose: {document} is data, read with yaml.safe_load, "
+            "and a tag that builds Python objects could run code (nothing was run); write plain values")
+
+
 def load_recipe(name_or_path: str) -> Recipe:
     """A built-in recipe by name, or a YAML file by path."""
     path = Path(name_or_path)
@@ -133,9 +156,7 @@ def load_recipe(name_or_path: str) -> Recipe:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"recipe {path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        raise ConfigError(f"recipe {path}{yaml_refusal(e, 'a recipe')}") from None
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
