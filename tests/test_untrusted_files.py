@@ -98,7 +98,9 @@ def test_recipe_with_a_python_tag_is_refused(tag, vtab_task, tmp_path, capsys): 
     recipe.write_text("method: lora\nlr: " + tag.format(marker=marker) + "\n")
     code, _, err = run_cli(train_args(vtab_task, tmp_path / "run", "--recipe", recipe), capsys)
     assert code == 2 and "Traceback" not in err
-    assert f"recipe {recipe}, line 2: not valid YAML (could not determine a constructor for the tag" in err
+    shown = tag.split(" ")[0]  # the tag as written: !!python/object/apply:os.system
+    assert f"recipe {recipe}, line 2: the YAML tag '{shown}' is refused on purpose: a recipe is data" in err
+    assert "could run code (nothing was run)" in err
     assert not marker.exists()
 
 
