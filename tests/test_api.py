@@ -76,9 +76,30 @@ def test_unsupported_backbone():
 def test_count_parameters_plain_and_applied():
     model = make_backbone()
     total = sum(p.numel() for p in model.parameters())
-    assert vitune.count_parameters(model) == {"method": 0, "head": 64 * 5 + 5, "trainable": total, "total": total}
+    assert vitune.count_parameters(model) == {
+        "method": 0, "extra": 0, "head": 64 * 5 + 5, "trainable": total, "total": total
+    }
     vitune.apply(model, "linear")
-    assert vitune.count_parameters(model) == {"method": 0, "head": 325, "trainable": 325, "total": total}
+    assert vitune.count_parameters(model) == {"method": 0, "extra": 0, "head": 325, "trainable": 325, "total": total}
+
+
+@pytest.mark.parametrize("method", vitune.methods())
+def test_method_extra_and_head_add_up_to_trainable(method):
+    from cases import TINY_CONFIGS
+
+    model = vitune.apply(make_backbone("dinov2_reg"), method, **TINY_CONFIGS.get(method, {}))
+    counts = vitune.count_parameters(model)
+    assert counts["method"] + counts["extra"] + counts["head"] == counts["trainable"]
+    assert counts["trainable"] == sum(p.numel() for _, p in vitune.trainable_parameters(model))
+
+
+def test_consolidator_counts_its_biases_and_norms_as_extra():
+    model = vitune.apply(make_backbone(), "consolidator", fc_groups=[16])
+    counts = vitune.count_parameters(model)
+    dim, hidden, depth = 64, 256, 2
+    biases = 3 * dim + dim + hidden + dim  # qkv, proj, fc1, fc2
+    norms = 2 * 2 * dim  # norm1, norm2: weight and bias
+    assert counts["extra"] == depth * (biases + norms) + 2 * dim  # the final norm too
 
 
 def test_full_and_bitfit_counts_on_vit_b16():

@@ -175,21 +175,33 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameter counts: ``method`` (added or claimed by the method, head excluded), ``head``,
-    ``trainable`` (everything that requires grad) and ``total``."""
+    """Parameter counts: ``method`` (added or claimed by the method), ``extra`` (backbone parameters trained
+    alongside the method but not its own: Consolidator's biases and LayerNorms, ``Method.extra_parameters``),
+    ``head`` (the classifier), ``trainable`` (everything that requires grad) and ``total``.
+
+    On a model as ``apply`` (or ``load_adapter``) leaves it, ``method + extra + head == trainable``. A plain
+    backbone counts 0 method and 0 extra parameters, and everything as trainable.
+    """
     model = unwrap(model)
     method = applied_method(model)
     params = dict(model.named_parameters())  # shared parameters appear once
-    n_method = 0
+    method_names: list[str] = []
+    extra_names: list[str] = []
     if method is not None:
-        names = [n for n, _ in method_parameters(model)] + list(method.claimed_parameters(model))
-        n_method = sum(params[n].numel() for n in dict.fromkeys(names))
+        method_names = [n for n, _ in method_parameters(model)] + list(method.claimed_parameters(model))
+        own = set(method_names)
+        extra_names = [n for n in method.extra_parameters(model) if n not in own]
     return {
-        "method": n_method,
-        "head": sum(params[n].numel() for n in head_names(model)),
+        "method": _numel(params, method_names),
+        "extra": _numel(params, extra_names),
+        "head": _numel(params, head_names(model)),
         "trainable": sum(p.numel() for p in params.values() if p.requires_grad),
         "total": sum(p.numel() for p in params.values()),
     }
+
+
+def _numel(params: dict[str, nn.Parameter], names: list[str]) -> int:
+    return sum(params[n].numel() for n in dict.fromkeys(names))
 
 
 def merge(model: nn.Module) -> nn.Module:
