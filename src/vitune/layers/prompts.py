@@ -56,6 +56,10 @@ class PromptedBlock(VituneModule):
             self.register_parameter("prompts", None)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
+    def no_weight_decay(self) -> set[str]:
+        """timm's convention: tokens, like the class token and position embedding, train without weight decay."""
+        return {"prompts"}
+
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if self.adapter_disabled:
             return self.block(x, *args, **kwargs)
