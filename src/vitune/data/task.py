@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from ..errors import DataError
 from .dataset import ImageListDataset
+from .k_shot import KShotLayout
 from .layouts import DETECTED_LAYOUTS, FewShotLayout, Layout
 from .layouts.few_shot import available_lists, list_folder
 from .sample import Sample
@@ -99,13 +100,13 @@ class TaskData:
         return samples
 
 
-def _few_shot_pair(few_shot: Any) -> tuple[int, int]:
+def _few_shot_pair(few_shot: Any, name: str = "few_shot") -> tuple[int, int]:
     try:
         shots, seed = few_shot
     except (TypeError, ValueError):
-        raise DataError(f"few_shot must be a (shots, seed) pair, got {few_shot!r}") from None
+        raise DataError(f"{name} must be a (shots, seed) pair, got {few_shot!r}") from None
     if any(isinstance(v, bool) or not isinstance(v, int) for v in (shots, seed)) or shots < 1 or seed < 0:
-        raise DataError(f"few_shot must be (shots >= 1, seed >= 0) integers, got {few_shot!r}")
+        raise DataError(f"{name} must be (shots >= 1, seed >= 0) integers, got {few_shot!r}")
     return shots, seed
 
 
@@ -128,13 +129,16 @@ def _no_layout(root: Path) -> DataError:
     return DataError(f"no data set layout recognised in {root}: expected {looked_for}{hint}")
 
 
-def open_task(root: str | os.PathLike, few_shot: tuple[int, int] | None = None) -> TaskData:
+def open_task(root: str | os.PathLike, few_shot: tuple[int, int] | None = None,
+              k_shot: tuple[int, int] | None = None) -> TaskData:
     """Open the task folder `root`, detecting its layout (VTAB-1k, FGVC, image folder).
 
     Args:
         root: the task folder (e.g. ``vtab-1k/cifar``, ``FGVC/CUB_200_2011``).
         few_shot: ``(shots, seed)`` selects NOAH's ``train_meta.list.num_shot_<shots>.seed_<seed>`` of a
             few-shot task folder; None for the other layouts.
+        k_shot: ``(K, seed)`` draws K images per class from the task's training split (k_shot.py: splits
+            ``kshot``, ``kshot_train``, ``kshot_val``); None: the task as it is.
 
     Raises:
         DataError: a missing folder, no recognised layout, a missing few-shot list, or a split file that
@@ -147,9 +151,12 @@ def open_task(root: str | os.PathLike, few_shot: tuple[int, int] | None = None) 
         raise DataError(f"not a folder: {path} (give the task folder, e.g. vtab-1k/cifar)")
     path = path.resolve()
     if few_shot is not None:
+        if k_shot is not None:
+            raise DataError("give few_shot (NOAH's K-shot lists) or k_shot (K images per class drawn), not both")
         pair = _few_shot_pair(few_shot)
         return TaskData(FewShotLayout(path, *pair), few_shot=pair)
     for layout in DETECTED_LAYOUTS:
         if layout.detect(path):
-            return TaskData(layout(path))
+            found = layout(path)
+            return TaskData(found if k_shot is None else KShotLayout(found, *_few_shot_pair(k_shot, "k_shot")))
     raise _no_layout(path)
