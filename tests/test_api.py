@@ -212,3 +212,73 @@ def test_is_mergeable_accepts_a_model():
     assert not vitune.is_mergeable(vitune.apply(make_backbone(), "adaptformer"))
     with pytest.raises(vitune.VituneError, match="no vitune method is applied"):
         vitune.is_mergeable(make_backbone())
+
+
+def _grouped_names(model, groups):
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay = [names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]]
+    no_decay = [names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]]
+    return decay, no_decay
+
+
+@pytest.mark.parametrize("method", vitune.methods())
+def test_parameter_groups_partition_the_trainable_parameters(method):
+    from cases import TINY_CONFIGS
+
+    model = vitune.apply(make_backbone("dinov2_reg"), method, **TINY_CONFIGS.get(method, {}))
+    decay, no_decay = _grouped_names(model, vitune.parameter_groups(model, weight_decay=0.05))
+    assert sorted(decay + no_decay) == sorted(n for n, _ in vitune.trainable_parameters(model))
+    assert "head.weight" in decay and "head.bias" in no_decay
+
+
+@pytest.mark.parametrize(
+    "method,config,no_decay_expected,decay_expected",
+    [
+        ("lora", {}, [], ["blocks.0.attn.qkv.lora_A", "blocks.1.attn.qkv.lora_B"]),
+        ("vpt_deep", {"num_tokens": 3}, ["blocks.0.prompts", "blocks.1.prompts"], []),
+        ("vpt_shallow", {"num_tokens": 3}, ["blocks.0.prompts"], []),
+        ("ssf", {}, ["blocks.0.attn.qkv.scale", "blocks.0.attn.qkv.shift", "blocks.1.norm2.scale"], []),
+        ("bitfit", {}, ["patch_embed.proj.bias", "blocks.0.attn.qkv.bias", "blocks.1.mlp.fc2.bias"], []),
+        ("consolidator", {"fc_groups": [16]},
+         ["blocks.0.norm1.weight", "blocks.0.attn.qkv.base_layer.bias", "blocks.1.mlp.fc2.branches.0.bias", "norm.weight"],
+         ["blocks.0.attn.qkv.branches.0.weight", "blocks.1.mlp.fc2.branches.0.weight"]),
+        ("full", {}, ["pos_embed", "cls_token", "reg_token", "blocks.0.norm1.weight"], ["blocks.0.attn.qkv.weight"]),
+    ],
+)
+def test_parameter_groups_spare_biases_norms_prompts_scales_and_tokens(method, config, no_decay_expected,
+                                                                        decay_expected):
+    model = vitune.apply(make_backbone("dinov2_reg"), method, **config)
+    decay, no_decay = _grouped_names(model, vitune.parameter_groups(model, weight_decay=0.05))
+    assert set(no_decay_expected) <= set(no_decay), sorted(set(no_decay_expected) - set(no_decay))
+    assert set(decay_expected) <= set(decay), sorted(set(decay_expected) - set(decay))
+    assert all(p.ndim > 1 for n, p in model.named_parameters() if n in decay), "a 1-D tensor is decayed"
+
+
+def test_parameter_groups_without_filter_decay_1d_but_not_no_weight_decay_names():
+    model = vitune.apply(make_backbone(), "vpt_deep", num_tokens=3)
+    decay, no_decay = _grouped_names(model, vitune.parameter_groups(model, 0.05, filter_bias_and_bn=False))
+    assert no_decay == ["blocks.0.prompts", "blocks.1.prompts"] and "head.bias" in decay
+
+
+def test_no_weight_decay_names_in_the_stock_model_reach_wrapped_parameters(monkeypatch):
+    """timm's no_weight_decay() names the stock model's tensors; under a vitune wrapper they have longer names."""
+    model = vitune.apply(make_backbone(), "consolidator", fc_groups=[16])
+    monkeypatch.setattr(type(model), "no_weight_decay", lambda self: {"blocks.*.attn.qkv.bias"}, raising=True)
+    decay, no_decay = _grouped_names(model, vitune.parameter_groups(model, 0.05, filter_bias_and_bn=False))
+    assert [n for n in no_decay if "qkv" in n] == ["blocks.0.attn.qkv.base_layer.bias", "blocks.1.attn.qkv.base_layer.bias"]
+    assert "blocks.0.attn.proj.base_layer.bias" in decay
+
+
+def test_adamw_takes_the_groups_and_training_builds_its_optimizer_from_them():
+    from vitune.train.config import RunConfig
+    from vitune.train.optim import build_optimizer
+
+    model = vitune.apply(make_backbone(), "vpt_deep", num_tokens=3)
+    groups = vitune.parameter_groups(model, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(groups, lr=1e-3)
+    torch.nn.functional.cross_entropy(model(image_batch(model)), torch.tensor([0, 1, 2, 3])).backward()
+    optimizer.step()
+    built = build_optimizer(model, RunConfig(opt="adamw", weight_decay=0.05))
+    assert [(g["weight_decay"], [id(p) for p in g["params"]]) for g in built.param_groups] == [
+        (g["weight_decay"], [id(p) for p in g["params"]]) for g in groups
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 from typing import Any, Iterator
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from .backbones import find_family, find_places
 from .backbones.identity import backbone_identity
 from .errors import NotMergeableError, VituneError
+from .layers.base import VituneModule
 from .methods import Method, get_method
 from .methods.base import method_buffers, method_parameters, vitune_modules
 from .surgery import ModelSnapshot, remove_module, replace_module
@@ -165,6 +167,60 @@ def trainable_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]
     for name, p in unwrap(model).named_parameters():
         if p.requires_grad:
             yield name, p
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, *, filter_bias_and_bn: bool = True) -> list[dict]:
+    """Optimizer parameter groups over the trainable parameters: ``torch.optim.AdamW(groups, lr=...)``.
+
+    As timm's optimizer factory groups them (``timm.optim.param_groups_weight_decay``, which this calls):
+    weight decay 0 for 1-D tensors and biases (norms, SSF's scales and shifts, ARC's scales) and for the names
+    the model's modules list in ``no_weight_decay()`` (timm's ViT: position embedding, class and register
+    tokens; vitune's prompt tokens), `weight_decay` for the rest. ``filter_bias_and_bn=False`` (timm's flag)
+    decays 1-D tensors and biases too; the ``no_weight_decay()`` names are spared either way, as in timm.
+    A ``no_weight_decay()`` name given in the stock model's terms still finds its parameter when a vitune
+    module wraps the module holding it (``blocks.0.attn.qkv.weight`` is ``blocks.0.attn.qkv.base_layer.weight``
+    under LoRA).
+    """
+    from timm.optim import param_groups_weight_decay  # timm.optim imports every optimizer: load it when used
+
+    model = unwrap(model)
+    return param_groups_weight_decay(
+        model,
+        weight_decay=weight_decay,
+        weight_decay_exclude_1d=filter_bias_and_bn,
+        no_weight_decay_list=no_weight_decay_names(model),
+    )
+
+
+def no_weight_decay_names(model: nn.Module) -> list[str]:
+    """Names of the trainable parameters that a module's ``no_weight_decay()`` lists (timm's convention: names
+    relative to that module, ``fnmatch`` patterns allowed), matched by their own name or their stock name."""
+    model = unwrap(model)
+    patterns: set[str] = set()
+    for path, module in model.named_modules():
+        declared = getattr(module, "no_weight_decay", None)
+        if callable(declared):
+            for prefix in dict.fromkeys((path, _stock_name(model, path))):
+                patterns.update(f"{prefix}.{n}" if prefix else n for n in declared())
+    return [
+        name
+        for name, _ in trainable_parameters(model)
+        if any(fnmatch.fnmatchcase(candidate, pattern) for candidate in {name, _stock_name(model, name)}
+               for pattern in patterns)
+    ]
+
+
+def _stock_name(model: nn.Module, name: str) -> str:
+    """`name` as in the backbone before vitune: without the path parts that step into a wrapped child
+    (``blocks.0.block.norm1.weight`` -> ``blocks.0.norm1.weight`` under a prompt wrapper)."""
+    kept = []
+    module: nn.Module | None = model
+    for part in name.split(".") if name else ():
+        wrapped = isinstance(module, VituneModule) and part in module.wrapped
+        if not wrapped:
+            kept.append(part)
+        module = module._modules.get(part) if module is not None else None
+    return ".".join(kept)
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -1,8 +1,8 @@
 """Optimizer, learning-rate schedule and loss, from timm's factories.
 
-The optimizer sees the trainable parameters only: timm's parameter grouping skips tensors that do not
-require grad, and with ``filter_bias_and_bn`` it also spares biases, norms and the model's
-``no_weight_decay()`` names (position embedding, class token) from weight decay.
+The optimizer sees the trainable parameters only, grouped by ``vitune.parameter_groups`` (the public API's
+grouping, which is timm's): the ``no_weight_decay()`` names (position embedding, class token, prompts) train
+without weight decay, and with ``filter_bias_and_bn`` so do biases and other 1-D tensors (norms, scales).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
 
+from ..api import parameter_groups
 from ..errors import ConfigError
 from .config import RunConfig
 
@@ -28,12 +29,11 @@ def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimize
         raise ConfigError("nothing to train: no parameter of the model requires grad")
     try:
         return create_optimizer_v2(
-            model,
+            parameter_groups(model, config.weight_decay, filter_bias_and_bn=config.filter_bias_and_bn),
             opt=config.opt,
             lr=config.lr,
-            weight_decay=config.weight_decay,
+            weight_decay=config.weight_decay,  # the groups carry their own; this is only the default
             momentum=config.momentum,
-            filter_bias_and_bn=config.filter_bias_and_bn,
             **extra,
         )
     except (AssertionError, ValueError, KeyError) as e:
