@@ -10,6 +10,7 @@ from .api import (  # noqa: E402
     is_mergeable,
     merge,
     merged_model_args,
+    parameter_groups,
     trainable_parameters,
     unwrap,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "merge",
     "merged_model_args",
     "methods",
+    "parameter_groups",
     "read_adapter_config",
     "save_adapter",
     "save_merged",
