@@ -51,6 +51,9 @@ class RunConfig:
     # data
     data: str | None = _field(None, "dataset folder")
     few_shot: tuple[int, int] | None = _field(None, "NOAH few-shot list: [shots, seed]")
+    k_shot: tuple[int, int] | None = _field(
+        None, "ELEVATER-style K-shot sampling: [K, seed], K images per class drawn from the training split"
+    )
     train_split: str | None = _field(None, "training split (None: the layout's default)")
     eval_split: str | None = _field(None, "evaluation split (None: the layout's default)")
     img_size: int | None = _field(None, "input size (None: the model's own)")
@@ -92,8 +95,9 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        if out["few_shot"] is not None:
-            out["few_shot"] = list(out["few_shot"])
+        for key in ("few_shot", "k_shot"):
+            if out[key] is not None:
+                out[key] = list(out[key])
         return out
 
     @property
@@ -111,6 +115,9 @@ class Recipe:
     path: Path
     values: dict[str, Any]
     datasets: dict[str, dict[str, Any]]
+    # The published hyper-parameter search (vitune search without --grid): {"grid": {key: values}} or
+    # {"strategy": "pevit"}; empty when the recipe's values are fixed.
+    search: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def builtin_recipes() -> list[str]:
@@ -165,7 +172,25 @@ def load_recipe(name_or_path: str) -> Recipe:
     datasets = loaded.pop("datasets", None) or {}
     if not isinstance(datasets, dict) or not all(isinstance(v, dict) for v in datasets.values()):
         raise ConfigError(f"recipe {path}: 'datasets' must map dataset names to settings")
-    return Recipe(path.stem, path, loaded, {str(k): v for k, v in datasets.items()})
+    search = loaded.pop("search", None) or {}
+    if not isinstance(search, dict) or set(search) - {"grid", "strategy"}:
+        raise ConfigError(f"recipe {path}: 'search' must be a mapping with 'grid' (key: [values]) and/or 'strategy'")
+    return Recipe(path.stem, path, loaded, {str(k): v for k, v in datasets.items()}, search)
+
+
+def recipe_as_dict(name_or_path: str) -> dict[str, Any]:
+    """A recipe as a plain dict: its run settings (``lr``, ``method_config`` ...), plus ``datasets`` (per-dataset
+    overrides, keyed by task folder name) and ``search`` (the published search) when it has them.
+
+    The YAML's ``description`` and comments are not included; ``vitune recipes`` shows the source of each.
+    """
+    recipe = load_recipe(name_or_path)
+    out = dict(recipe.values)
+    if recipe.datasets:
+        out["datasets"] = {name: dict(values) for name, values in recipe.datasets.items()}
+    if recipe.search:
+        out["search"] = dict(recipe.search)
+    return out
 
 
 def _check_key(key: str, source: str) -> None:
@@ -242,8 +267,12 @@ def _validate(config: RunConfig) -> None:
     if config.pretrained and config.weights is not None:
         raise RunError("give either --pretrained (timm's weights) or --weights PATH (a local file), not both")
     check_rounds(config.method_config, config.rounds)
-    if config.few_shot is not None and (config.few_shot[0] < 1):
-        raise ConfigError(f"few_shot needs a positive number of shots, got {list(config.few_shot)}")
+    for key in ("few_shot", "k_shot"):
+        pair = getattr(config, key)
+        if pair is not None and (pair[0] < 1 or pair[1] < 0):
+            raise ConfigError(f"{key} needs [shots >= 1, seed >= 0], got {list(pair)}")
+    if config.few_shot is not None and config.k_shot is not None:
+        raise ConfigError("give --few-shot (NOAH's lists) or --k-shot (K images per class drawn), not both")
 
 
 def config_from_dict(values: Mapping[str, Any], source: str) -> RunConfig:
