@@ -1,7 +1,11 @@
 """What a backbone family tells the methods: where each place of each block is.
 
 Methods never hard-code module names; they ask for roles (``qkv``, ``fc1``, ``q`` ...) and get dotted
-paths. Each family (timm ViT, later Swin and Hugging Face models) writes its knowledge in one file.
+paths. Each family (timm ViT and Swin, Hugging Face ViT, CLIP and DINOv2) writes its knowledge in one file.
+
+q, k and v are slices of one fused linear in timm's blocks and three linears of their own in Hugging Face's;
+``BlockPlaces.linears`` names the whole layers behind a role either way, and ``targets.joint_linear`` gives a
+method one layer computing several of them (joining separate ones), so methods never ask which it is.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ class BlockPlaces:
     block: str
     norm1: str
     attn: str
-    qkv: str
+    qkv: str  # the fused q, k, v linear; "" where q, k and v are separate linears (``qkv_parts`` names them)
     proj: str
     norm2: str
     mlp: str
@@ -55,7 +59,19 @@ class BlockPlaces:
             return self.qkv_parts[role]
         if role not in LINEAR_ROLES:
             raise BackboneError(f"unknown linear role {role!r}; roles are {list(LINEAR_ROLES)}")
+        if role == "qkv" and not self.qkv:
+            raise BackboneError(
+                f"{self.block} computes q, k and v in separate linears ({', '.join(self.linears('qkv'))}), not one "
+                "qkv layer; use linears('qkv'), or targets.joint_linear to join them into one"
+            )
         return getattr(self, role), None
+
+    def linears(self, role: str) -> tuple[str, ...]:
+        """The whole linear layers behind `role`: one for proj, fc1, fc2 and a fused qkv (also for q, k or v, a
+        slice of it); q, k and v's own layers for ``qkv`` where they are separate."""
+        if role == "qkv" and not self.qkv:
+            return tuple(dict.fromkeys(self.qkv_parts[r][0] for r in ("q", "k", "v")))
+        return (self.linear(role)[0],)
 
 
 @dataclass(frozen=True)
@@ -73,7 +89,8 @@ class ModelPlaces:
     patch_size: tuple[int, int] = (16, 16)
     in_chans: int = 3
     # Where a constant added to every patch token right after the patch projection can live instead: the
-    # position-embedding parameter and the index of its first patch position (None: nowhere).
+    # position-embedding parameter, (1, tokens, C) or a (tokens, C) table, and the index of its first patch
+    # position (None: nowhere).
     patch_shift_target: tuple[str, int] | None = None
     # Numbers that define the backbone's shapes, recorded with saved adapters and checked on load.
     shapes: Mapping[str, object] = field(default_factory=dict)
@@ -125,7 +142,7 @@ class BackboneFamily:
     matches: Callable[[nn.Module], bool]
     places: Callable[[nn.Module], ModelPlaces]
     # Constructor arguments a merged model needs to be rebuilt with the family's own factory (a merge that
-    # gave bias-less qkv layers a bias needs timm's qkv_bias=True).
+    # gave bias-less qkv layers a bias needs timm's qkv_bias=True; for Hugging Face models, config fields).
     merged_model_args: Callable[[nn.Module], dict] = lambda model: {}
 
 
