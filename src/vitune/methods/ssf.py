@@ -42,7 +42,7 @@ class SSF(Method):
             raise BackboneError(f"SSF scales the patch projection, and this backbone's {places.patch_embed} has none")
         paths = [places.patch_proj]
         for block in places.blocks:
-            paths += [block.norm1, block.qkv, block.proj, block.norm2, block.fc1, block.fc2]
+            paths += [block.norm1, *block.linears("qkv"), block.proj, block.norm2, block.fc1, block.fc2]
         return paths + list(places.final_norms)
 
     def _patch_shift_target(self, model: nn.Module, places) -> tuple[nn.Parameter, int] | None:
@@ -60,7 +60,8 @@ class SSF(Method):
             )
             return None
         name, start = places.patch_shift_target
-        return model.get_parameter(name), start
+        target = model.get_parameter(name)
+        return (target if target.dim() == 3 else target.unsqueeze(0)), start  # a (tokens, C) table: a view
 
     def inject(self, model: nn.Module, places) -> None:
         paths = self._paths(places)
