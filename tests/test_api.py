@@ -254,19 +254,21 @@ def test_parameter_groups_spare_biases_norms_prompts_scales_and_tokens(method, c
     assert all(p.ndim > 1 for n, p in model.named_parameters() if n in decay), "a 1-D tensor is decayed"
 
 
-def test_parameter_groups_without_filter_decay_1d_but_not_no_weight_decay_names():
+def test_parameter_groups_without_filter_decay_every_trainable_tensor():
     model = vitune.apply(make_backbone(), "vpt_deep", num_tokens=3)
-    decay, no_decay = _grouped_names(model, vitune.parameter_groups(model, 0.05, filter_bias_and_bn=False))
-    assert no_decay == ["blocks.0.prompts", "blocks.1.prompts"] and "head.bias" in decay
+    groups = vitune.parameter_groups(model, 0.05, filter_bias_and_bn=False)
+    decay, no_decay = _grouped_names(model, groups)
+    assert no_decay == [] and decay == [n for n, _ in vitune.trainable_parameters(model)]
 
 
 def test_no_weight_decay_names_in_the_stock_model_reach_wrapped_parameters(monkeypatch):
-    """timm's no_weight_decay() names the stock model's tensors; under a vitune wrapper they have longer names."""
-    model = vitune.apply(make_backbone(), "consolidator", fc_groups=[16])
-    monkeypatch.setattr(type(model), "no_weight_decay", lambda self: {"blocks.*.attn.qkv.bias"}, raising=True)
-    decay, no_decay = _grouped_names(model, vitune.parameter_groups(model, 0.05, filter_bias_and_bn=False))
-    assert [n for n in no_decay if "qkv" in n] == ["blocks.0.attn.qkv.base_layer.bias", "blocks.1.attn.qkv.base_layer.bias"]
-    assert "blocks.0.attn.proj.base_layer.bias" in decay
+    """timm's no_weight_decay() names the stock model's tensors; inside a vitune wrapper they have longer names."""
+    model = vitune.apply(make_backbone(), "vpt_deep", num_tokens=3)
+    for name in ("blocks.0.block.attn.qkv.weight", "blocks.1.block.attn.qkv.weight"):
+        model.get_parameter(name).requires_grad_(True)  # a backbone weight trained inside VPT's block wrapper
+    monkeypatch.setattr(type(model), "no_weight_decay", lambda self: {"blocks.0.attn.qkv.weight"}, raising=True)
+    decay, no_decay = _grouped_names(model, vitune.parameter_groups(model, 0.05))
+    assert "blocks.0.block.attn.qkv.weight" in no_decay and "blocks.1.block.attn.qkv.weight" in decay
 
 
 def test_adamw_takes_the_groups_and_training_builds_its_optimizer_from_them():
@@ -282,3 +284,56 @@ def test_adamw_takes_the_groups_and_training_builds_its_optimizer_from_them():
     assert [(g["weight_decay"], [id(p) for p in g["params"]]) for g in built.param_groups] == [
         (g["weight_decay"], [id(p) for p in g["params"]]) for g in groups
     ]
+
+
+def _recipes():
+    from vitune.train.recipes import recipe_rows
+
+    return [(row.name, row.method, row.name.rsplit("_", 1)[-1]) for row in recipe_rows()]
+
+
+@pytest.mark.parametrize("recipe,method,benchmark", _recipes())
+def test_recommended_config_is_what_vitune_train_uses(recipe, method, benchmark, tmp_path):
+    """The same values as `vitune train --recipe` resolves, on a task with its own values where there is one."""
+    from vitune.methods import get_method
+    from vitune.train.config import resolve_config
+
+    recommended = vitune.recommended_config(method, benchmark)
+    assert recommended["recipe"] == recipe
+    assert {"opt", "weight_decay", "batch_size", "epochs", "warmup_epochs", "sched"} <= set(recommended)
+    assert "lr" in recommended or "lr" in recommended["search"]["grid"], "no lr, and no published search for it"
+    dataset = next(iter(recommended.get("datasets", {})), "any_task")
+    for_task = vitune.recommended_config(method, benchmark, dataset=dataset)
+    assert "datasets" not in for_task
+    resolved = resolve_config({"recipe": recipe, "model": "vit_tiny_patch16_224", "data": str(tmp_path / dataset)})
+    for key, value in for_task.items():
+        if key not in ("recipe", "search"):
+            expected = getattr(resolved, key)
+            assert (list(expected) if isinstance(expected, tuple) else expected) == value, key
+    cls = get_method(method)
+    cls.Config.from_dict(for_task.get("method_config", {}), method=method)  # keyword arguments apply() takes
+
+
+def test_recommended_config_gives_the_published_values():
+    assert vitune.recommended_config("arc")["lr"] == 0.01  # ARC's official 1e-2 (vtab_ARC_train.py)
+    assert vitune.recommended_config("repadapter", dataset="svhn")["method_config"]["scale"] == 10
+    svhn = vitune.recommended_config("consolidator", dataset="svhn")
+    assert (svhn["lr"], svhn["weight_decay"], svhn["method_config"]) == (0.01, 0.001, {"fc_groups": [384], "rep_drop": 0.5})
+    fgvc = vitune.recommended_config("arc_att", "fgvc", dataset="StanfordCars")
+    assert (fgvc["lr"], fgvc["method_config"]["dropout"]) == (0.005, 0.0)
+
+
+def test_recommended_config_errors_name_what_exists():
+    with pytest.raises(vitune.UnknownMethodError, match="did you mean 'lora'"):
+        vitune.recommended_config("lorra")
+    with pytest.raises(vitune.ConfigError, match=r"no published 'vtab' recipe; its recipes: adaptformer_image "
+                                                 r"\(benchmark='image'\)"):
+        vitune.recommended_config("adaptformer")
+    with pytest.raises(vitune.ConfigError, match=r"no values for dataset 'svhm'; its datasets: cifar, .*svhn"):
+        vitune.recommended_config("repadapter", dataset="svhm")
+    with_recipes = {method for _, method, _ in _recipes()}
+    without = [m for m in vitune.methods() if m not in with_recipes]
+    if without:
+        with pytest.raises(vitune.ConfigError, match=rf"'{without[0]}' has no published recipe in vitune; "
+                                                     r"methods with one: .*repadapter \(vtab\)"):
+            vitune.recommended_config(without[0])

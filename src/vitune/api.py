@@ -175,21 +175,20 @@ def parameter_groups(model: nn.Module, weight_decay: float, *, filter_bias_and_b
     As timm's optimizer factory groups them (``timm.optim.param_groups_weight_decay``, which this calls):
     weight decay 0 for 1-D tensors and biases (norms, SSF's scales and shifts, ARC's scales) and for the names
     the model's modules list in ``no_weight_decay()`` (timm's ViT: position embedding, class and register
-    tokens; vitune's prompt tokens), `weight_decay` for the rest. ``filter_bias_and_bn=False`` (timm's flag)
-    decays 1-D tensors and biases too; the ``no_weight_decay()`` names are spared either way, as in timm.
-    A ``no_weight_decay()`` name given in the stock model's terms still finds its parameter when a vitune
-    module wraps the module holding it (``blocks.0.attn.qkv.weight`` is ``blocks.0.attn.qkv.base_layer.weight``
-    under LoRA).
+    tokens; vitune's prompt tokens), `weight_decay` for the rest. A ``no_weight_decay()`` name given in the
+    stock model's terms still finds its parameter when a vitune module wraps the module holding it
+    (``blocks.0.norm1.weight`` is ``blocks.0.block.norm1.weight`` inside VPT's prompt wrapper).
+
+    ``filter_bias_and_bn=False`` (timm's flag, a recipe key): one group, `weight_decay` on every trainable
+    tensor, as the official RepAdapter and VPT codes train.
     """
     from timm.optim import param_groups_weight_decay  # timm.optim imports every optimizer: load it when used
 
     model = unwrap(model)
-    return param_groups_weight_decay(
-        model,
-        weight_decay=weight_decay,
-        weight_decay_exclude_1d=filter_bias_and_bn,
-        no_weight_decay_list=no_weight_decay_names(model),
-    )
+    if not filter_bias_and_bn:
+        return [{"params": [p for _, p in trainable_parameters(model)], "weight_decay": weight_decay}]
+    return param_groups_weight_decay(model, weight_decay=weight_decay,
+                                     no_weight_decay_list=no_weight_decay_names(model))
 
 
 def no_weight_decay_names(model: nn.Module) -> list[str]:

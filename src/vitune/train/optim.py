@@ -1,8 +1,9 @@
 """Optimizer, learning-rate schedule and loss, from timm's factories.
 
 The optimizer sees the trainable parameters only, grouped by ``vitune.parameter_groups`` (the public API's
-grouping, which is timm's): the ``no_weight_decay()`` names (position embedding, class token, prompts) train
-without weight decay, and with ``filter_bias_and_bn`` so do biases and other 1-D tensors (norms, scales).
+grouping, which is timm's): with ``filter_bias_and_bn`` (the default) biases, other 1-D tensors (norms,
+scales) and the ``no_weight_decay()`` names (position embedding, class token, prompts) train without weight
+decay; without it every trainable tensor is decayed.
 """
 
 from __future__ import annotations
