@@ -24,6 +24,7 @@ from .errors import (  # noqa: E402
     VituneError,
 )
 from .io import load_adapter, read_adapter_config, save_adapter, save_merged  # noqa: E402
+from .recommended import recommended_config  # noqa: E402
 from .backbones.weights import WeightsFileError, load_weights  # noqa: E402
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "methods",
     "parameter_groups",
     "read_adapter_config",
+    "recommended_config",
     "save_adapter",
     "save_merged",
     "trainable_parameters",
