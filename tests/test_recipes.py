@@ -1,13 +1,19 @@
-"""The built-in recipes: every one resolves, `vitune recipes` lists them, per-dataset keys are real task names."""
+"""The built-in recipes: every one resolves, its method config and search grid are valid, `vitune recipes` lists
+them, per-dataset keys are real task names, the published grids are the sources' values."""
 
 from __future__ import annotations
 
 import pytest
+import timm
+import torch
 
+import vitune
 from test_train_support import run_cli
 from vitune.data import KNOWN_VTAB_CLASSES
 from vitune.train import builtin_recipes, load_recipe, resolve_config
+from vitune.train.config import recipe_as_dict
 from vitune.train.recipes import recipe_rows
+from vitune.train.search import check_grid_key
 
 FGVC_TASKS = {"CUB_200_2011", "NABirds", "OxfordFlowers", "StanfordDogs", "StanfordCars"}
 
@@ -42,3 +48,40 @@ def test_vitune_recipes_lists_every_recipe(capsys):
         assert row.name in out and row.source
     assert {r.name for r in recipe_rows()} == set(builtin_recipes())
     assert any(r.benchmark == "ELEVATER" and r.method == "kadaptation" for r in recipe_rows())
+
+
+@pytest.mark.parametrize("name", builtin_recipes())
+def test_method_config_and_search_are_valid(name):
+    recipe = load_recipe(name)
+    configs = [recipe.values.get("method_config", {})]
+    configs += [{**configs[0], **entry.get("method_config", {})} for entry in recipe.datasets.values()]
+    for config in configs:  # the method accepts it on a ViT-B/16-wide block (built on the meta device: no memory)
+        with torch.device("meta"):
+            vitune.apply(timm.create_model("vit_base_patch16_224", depth=1), recipe.values["method"], **config)
+    search = recipe.search
+    if "grid" in search:
+        for key, values in search["grid"].items():
+            check_grid_key(key)
+            assert isinstance(values, list) and len(set(map(repr, values))) == len(values)
+    assert search.get("strategy", "grid") in ("grid", "pevit")
+
+
+def test_recipe_as_dict_is_the_plain_recipe():
+    plain = recipe_as_dict("repadapter_vtab")
+    assert plain["method"] == "repadapter" and plain["lr"] == 0.001 and "description" not in plain
+    assert plain["datasets"]["cifar"] == {"method_config": {"scale": 0.1}}
+    assert plain["search"] == {"grid": {"method.scale": [0.1, 0.5, 1, 5, 10]}}
+    assert "datasets" not in recipe_as_dict("lora_vtab") and "search" not in recipe_as_dict("lora_vtab")
+    assert recipe_as_dict("kadaptation_elevater")["search"] == {"strategy": "pevit"}
+
+
+def test_vpt_protocol_grids_are_the_base_rates_scaled_by_batch():
+    # tune_vtab.py scales its base learning rates by batch / 256; the recipes list the scaled values
+    base = {"prompt": [50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05],
+            "linear": [50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05],
+            "finetune": [0.001, 0.0001, 0.0005, 0.005]}
+    for name, kind in (("vpt_deep_vtab", "prompt"), ("vpt_shallow_vtab", "prompt"), ("linear_vtab", "linear"),
+                       ("full_vtab", "finetune")):
+        recipe = load_recipe(name)
+        scaled = sorted(lr * recipe.values["batch_size"] / 256 for lr in base[kind])
+        assert recipe.search["grid"]["lr"] == pytest.approx(scaled)
