@@ -1,7 +1,8 @@
 """The exceptions vitune raises. Every message names the offending method, key, file or tensor.
 
 Each class carries the exit code the ``vitune`` command returns for it (docs/errors.md):
-2 usage or configuration, 3 data, 4 adapter or weights file, 5 the run failed while running.
+2 usage or configuration, 3 data, 4 adapter or weights file, 5 the run failed while running, 6 the folder is
+in use by another vitune process.
 """
 
 
@@ -56,10 +57,20 @@ class NonFiniteLossError(RunFailedError):
     """The training loss (or a trained tensor) became NaN or infinite; the message names the epoch and step."""
 
 
-USAGE, DATA, FILE, FAILED, INTERRUPTED = 2, 3, 4, 5, 130
+class FolderInUseError(RunError):
+    """A run or search folder that another live vitune process holds (its lock file names the holder).
+
+    Its own exit code: nothing is wrong with the command, it only has to wait until the other process ends."""
+
+    exit_code = 6  # BUSY
+
+
+USAGE, DATA, FILE, FAILED, BUSY, INTERRUPTED = 2, 3, 4, 5, 6, 130
+ERROR_KINDS = (USAGE, DATA, FILE, FAILED, BUSY)  # the exit codes of vitune's own errors
 EXIT_CODES = {0: "success", 1: "the demo's outputs differ, or an internal error (a bug: please report it)",
               USAGE: "usage or configuration", DATA: "data", FILE: "adapter or weights file",
-              FAILED: "the run failed", INTERRUPTED: "interrupted (Ctrl-C)"}
+              FAILED: "the run failed", BUSY: "the folder is in use by another vitune process",
+              INTERRUPTED: "interrupted (Ctrl-C)"}
 
 
 def _own_code(error: VituneError) -> int:

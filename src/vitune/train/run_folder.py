@@ -6,6 +6,10 @@
     checkpoint/     the resumable state (checkpoint.py)
     adapter/        the adapter, head included (vitune.save_adapter), with its backbone's source
     results.json    written last: its presence means the run is finished
+    .lock           held (flock) by the process running in the folder, which writes its pid and host there
+
+One process at a time: ``vitune train`` holds the folder for the whole run (:meth:`RunFolder.hold`), so a second
+one on the same folder (two ``--resume``, or a suite's worker and a hand-started resume) fails at once.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import yaml
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..errors import RunError
+from .claim import LOCK, hold_folder
+from .config import yaml_refusal
 
 CONFIG = "config.yaml"
 LOG = "log.jsonl"
@@ -42,7 +48,13 @@ class RunFolder:
     def _entries(self) -> list[Path]:
         if not self.path.is_dir():
             return []
-        return sorted(p for p in self.path.iterdir() if not _LEFTOVER.match(p.name))
+        return sorted(p for p in self.path.iterdir() if p.name != LOCK and not _LEFTOVER.match(p.name))
+
+    def hold(self):
+        """A context that holds the folder (creating it) while a run writes it; a FolderInUseError at once when
+        another live process holds it. The kernel releases the hold when this process ends, even by SIGKILL."""
+        return hold_folder(self.path, "run folder",
+                           "run the command again (the run goes on from its checkpoint), or choose another --out")
 
     @property
     def finished(self) -> bool:
@@ -85,8 +97,10 @@ class RunFolder:
         path = self.path / CONFIG
         try:
             document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as e:
+        except OSError as e:
             raise RunError(f"{path}: cannot be read ({e})") from None
+        except yaml.YAMLError as e:
+            raise RunError(f"{path}{yaml_refusal(e, 'a run configuration')}") from None
         if not isinstance(document, dict) or not isinstance(document.get("run"), dict):
             raise RunError(f"{path}: not a vitune run configuration (no 'run' mapping)")
         return document

@@ -8,6 +8,7 @@ same tensors and accuracy as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import sys
@@ -59,20 +60,24 @@ def _config_for(folder: RunFolder, flags: Mapping[str, Any], resume: bool) -> Ru
 
 
 def train(flags: Mapping[str, Any], out: str | Path, resume: bool = False) -> Outcome:
-    """Run (or resume) training as `flags` say (command-line settings; see config.py), into run folder `out`."""
+    """Run (or resume) training as `flags` say (command-line settings; see config.py), into run folder `out`.
+
+    Rank 0 holds the folder until the run ends (RunFolder.hold): another process training into it makes this
+    call fail at once with a FolderInUseError naming that process."""
     folder = RunFolder(out)
     config = _config_for(folder, flags, resume)
     env, device = distributed.setup(config.device)
     try:
-        # Rank 0 decides from the folder before anyone writes to it; the others follow.
-        decision = distributed.broadcast(_decide(folder, resume) if env.is_main else None, env)
-        if isinstance(decision, str) and decision.startswith("error:"):
-            raise RunError(decision[len("error:"):])
-        if decision in ("resume", "finished"):
-            _check_same_run(folder, config, env)
-        if decision == "finished":
-            return Outcome(folder.path, folder.read_results(), already_finished=True)
-        return _Run(config, folder, env, device, fresh=decision == "fresh").execute()
+        with contextlib.ExitStack() as hold:
+            # Rank 0 holds the folder and decides from it before anyone writes to it; the others follow.
+            decision = distributed.broadcast(_decide(folder, resume, hold) if env.is_main else None, env)
+            if isinstance(decision, VituneError):
+                raise decision
+            if decision in ("resume", "finished"):
+                _check_same_run(folder, config, env)
+            if decision == "finished":
+                return Outcome(folder.path, folder.read_results(), already_finished=True)
+            return _Run(config, folder, env, device, fresh=decision == "fresh").execute()
     finally:
         distributed.teardown(env)
 
@@ -94,11 +99,15 @@ def _check_same_run(folder: RunFolder, config: RunConfig, env: DistEnv) -> None:
         )
 
 
-def _decide(folder: RunFolder, resume: bool) -> str:
+def _decide(folder: RunFolder, resume: bool, hold: contextlib.ExitStack) -> str | VituneError:
+    """'fresh', 'resume' or 'finished' with the folder held in `hold`; the error (sent to every rank) if not."""
     try:
+        hold.enter_context(folder.hold())
         decision = folder.start(resume)
     except VituneError as e:
-        return f"error:{e}"
+        return e
+    except OSError as e:  # no permission to create the folder or its lock file
+        return RunFailedError(f"run folder {folder.path}: cannot be created or locked ({e})")
     folder.clean_leftovers()
     return decision
 
