@@ -189,10 +189,13 @@ def throughput(models: dict[str, nn.Module], img_size: int, batch: int, seconds:
 
 
 def _clear_runs(out: Path, methods: tuple[str, ...]) -> None:
+    from ..train.claim import LOCK
+
     for method in methods:
         run_dir = out / "runs" / method
         if run_dir.is_dir():
-            if any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file():
+            # a run killed before it wrote config.yaml leaves only its lock file
+            if any(p.name != LOCK for p in run_dir.iterdir()) and not (run_dir / "config.yaml").is_file():
                 raise RunError(f"--fresh: {run_dir} is not a vitune run folder; not removing it")
             shutil.rmtree(run_dir)
 
