@@ -357,7 +357,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; a documented error prints one line and returns its exit code (docs/errors.md):
-    2 usage or configuration (argparse's too), 3 data, 4 adapter or weights file, 5 the run failed, 130 Ctrl-C."""
+    2 usage or configuration (argparse's too), 3 data, 4 adapter or weights file, 5 the run failed, 6 the folder
+    is in use by another vitune process, 130 Ctrl-C."""
     argv = sys.argv[1:] if argv is None else list(argv)
     # The default job has its own flags and parser: `vitune`, `vitune --out DIR ...`, `vitune quickstart ...`.
     if not argv or argv[0] == "quickstart" or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
