@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..atomic import atomic_write_json
-from ..errors import FAILED, ConfigError, DataError, RunError, VituneError, exit_code
+from ..errors import ERROR_KINDS, FAILED, ConfigError, DataError, RunError, VituneError, exit_code
 from .claim import claim, claim_path, owner
 from .config import load_recipe, resolve_config
 from .run_folder import RESULTS
@@ -334,7 +334,7 @@ def _train_subprocess(run: SuiteRun, flags: Mapping[str, Any], few_shot_shots: i
         else:
             tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
             run.status, run.error = "failed", f"exit code {code}: {tail[0]} (log: {log})"
-            run.exit_code = code if code in (2, 3, 4, 5) else FAILED
+            run.exit_code = code if code in ERROR_KINDS else FAILED  # a crash or a signal: FAILED
             say(f"{run.task} seed {run.seed}: failed: {run.error}")
 
 
