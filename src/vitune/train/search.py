@@ -3,7 +3,8 @@
 Part A of methods.md: every grid point trains on the train split (VTAB-1k: ``train800``) and is scored on the
 validation split (``val200``); the point with the best validation accuracy (ties: the first in grid order)
 is retrained on train+val (``train800val200``) and evaluated on the test split, once. Nothing is chosen on
-test. The search root holds one run folder per point, the final run, and ``search.json``:
+test. The search root holds one run folder per point, the final run, and ``search.json`` (and ``.lock``: one
+search per root at a time):
 
     RUN_ROOT/
       search.json            the grid, every point's validation accuracy, the choice, the test accuracy
@@ -27,7 +28,8 @@ from typing import Any, Mapping, Sequence
 
 from ..atomic import atomic_write_json
 from ..errors import ConfigError, RunError
-from .config import FIELDS, resolve_config
+from .claim import hold_folder
+from .config import FIELDS, RunConfig, resolve_config
 from .runner import plain, train
 
 SEARCH_FILE = "search.json"
@@ -189,8 +191,13 @@ def run_search(root: str | Path, grid: Mapping[str, Sequence[Any]], flags: Mappi
         check_grid_key(key)
     config = resolve_config(flags)  # the shared settings are checked before anything is trained
     splits = search_splits(config.data, config.few_shot)
-    say = progress or (lambda message: None)
+    # One search per root at a time (claim.py): a second one on this root fails at once, naming the first.
+    with hold_folder(root, "search folder", "run the command again (the search goes on), or choose another RUN_ROOT"):
+        return _search(root, grid, flags, config, splits, progress or (lambda message: None))
 
+
+def _search(root: Path, grid: Mapping[str, Sequence[Any]], flags: Mapping[str, Any], config: RunConfig,
+            splits: SearchSplits, say) -> dict[str, Any]:
     document: dict[str, Any] = {
         "grid": {k: list(v) for k, v in grid.items()},
         "grid_keys": list(grid),  # the grid's order (JSON objects are written with sorted keys)
