@@ -38,7 +38,7 @@ def vtab_run(vtab_task, tmp_path_factory):
 
 def test_run_folder_holds_exactly_the_promised_files(vtab_run):
     assert sorted(p.name for p in vtab_run.iterdir()) == [
-        "adapter", "checkpoint", "config.yaml", "log.jsonl", "results.json", "tensorboard",
+        ".lock", "adapter", "checkpoint", "config.yaml", "log.jsonl", "results.json", "tensorboard",
     ]
     assert sorted(p.name for p in (vtab_run / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     assert sorted(p.name for p in (vtab_run / "checkpoint").iterdir()) == ["state.json", "state.safetensors"]
@@ -222,8 +222,11 @@ def test_refusals_say_what_to_do(vtab_run, vtab_task, tmp_path, capsys):
 
 
 def test_resume_of_a_finished_run_does_nothing(vtab_run, vtab_task, capsys):
-    before = {p.name: p.stat().st_mtime_ns for p in vtab_run.rglob("*")}
+    def stamps() -> dict:  # .lock aside: every process on the folder writes its pid there (run_folder.py)
+        return {p.name: p.stat().st_mtime_ns for p in vtab_run.rglob("*") if p.name != ".lock"}
+
+    before = stamps()
     for args in (["train", "--out", vtab_run, "--resume"], train_args(vtab_task, vtab_run, "--resume")):
         code, out, _ = run_cli(args, capsys)
         assert code == 0 and "already finished" in out and "nothing to do" in out
-    assert {p.name: p.stat().st_mtime_ns for p in vtab_run.rglob("*")} == before
+    assert stamps() == before
