@@ -195,6 +195,15 @@ def run_folder_not_empty(tmp: Path) -> None:
     RunFolder(tmp / "run").start(resume=False)
 
 
+def run_folder_in_use(tmp: Path) -> None:
+    from vitune.train.claim import LOCK, claim
+    from vitune.train.run_folder import RunFolder
+
+    (tmp / "run").mkdir()
+    with claim(tmp / "run" / LOCK), RunFolder(tmp / "run").hold():  # another process's lock, as flock sees it
+        pass
+
+
 def nan_loss(tmp: Path) -> None:
     from vitune.train import train
 
