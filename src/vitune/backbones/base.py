@@ -96,6 +96,9 @@ class ModelPlaces:
     shapes: Mapping[str, object] = field(default_factory=dict)
     # Why prompt tokens (VPT, AdaptFormer's prompts) cannot be added to this family; empty: they can.
     no_prompts: str = ""
+    # Parameters the classifying forward never reads (a mask token kept for masked-image pre-training): no
+    # method trains them, or DistributedDataParallel would stop on a parameter without gradient.
+    unused_parameters: tuple[str, ...] = ()
 
     @property
     def depth(self) -> int:
@@ -122,6 +125,10 @@ class ModelPlaces:
     def in_head(self, path: str) -> bool:
         """Whether the module or tensor at `path` belongs to a classifier head."""
         return any(path == h or path.startswith(h + ".") for h in self.heads)
+
+    def trainable_in_backbone(self, name: str) -> bool:
+        """Whether a method may train the backbone tensor `name`: not a head's, and read by the forward."""
+        return not self.in_head(name) and name not in self.unused_parameters
 
     def head_parameter_names(self, model: nn.Module) -> list[str]:
         """Names of the classifier heads' parameters (they always train)."""

@@ -4,8 +4,9 @@ The down-projection P (D x rank) is shared by every block of one width -- one fo
 one for the MLP position, held once on the model root (``arc_shared``; ``arc_shared_<width>`` per stage on a
 Swin, as ARC's Swin code shares P per stage) -- and its transpose is the up-projection; each
 block has its own re-scaling c and bias beta. ``arc`` puts the adapter on the inputs of ``attn.qkv`` and
-``mlp.fc1``; ``arc_att`` on the input of ``attn.qkv`` only. The adapter, its init and its merge rule
-(W' = W (I + P diag(c) P^T), b' = b + W beta) live in ``layers/arc.py``.
+``mlp.fc1``; ``arc_att`` on the input of ``attn.qkv`` only (one adapter before separate q, k and v linears,
+which are joined for it). The adapter, its init and its merge rule (W' = W (I + P diag(c) P^T),
+b' = b + W beta) live in ``layers/arc.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Literal
 
 from torch import nn
 
+from ..backbones.targets import joint_linear
 from ..layers.arc import ARCAdapter, ARCLinear, arc_projections
 from ..surgery import replace_module
 from .base import Method
@@ -58,13 +60,13 @@ class ARC(Method):
     def inject(self, model: nn.Module, places) -> None:
         cfg = self.config
         positions = tuple(p for p in POSITIONS if p in cfg.positions)  # attn before mlp, whatever the order
-        first = model.get_submodule(places.blocks[0].qkv)
+        first = model.get_submodule(places.blocks[0].fc1)
         factory = {"device": first.weight.device, "dtype": first.weight.dtype}
         # One set of projections per width: all blocks of a ViT, each stage of a Swin (ARC's Swin code).
         shared = {width: arc_projections(width, cfg.rank, positions, **factory) for width in places.widths}
         for block in places.blocks:
             for position in positions:
-                path = getattr(block, POSITIONS[position])
+                path, _ = joint_linear(model, block, (POSITIONS[position],))
                 base = model.get_submodule(path)
                 adapter = ARCAdapter(
                     shared[places.width(block)], position, base.in_features, cfg.rank, cfg.dropout, **factory

@@ -31,10 +31,9 @@ class BitFit(Method):
     Config = BitFitConfig
 
     def claimed_parameters(self, model: nn.Module) -> Iterable[str]:
-        heads = set(self.head_parameter_names(model))
         kinds = (nn.Linear, nn.Conv2d, nn.LayerNorm) if self.config.norms else (nn.Linear, nn.Conv2d)
         return [
             n
             for n, _ in model.named_parameters()
-            if n.endswith(".bias") and n not in heads and isinstance(owner_module(model, n), kinds)
+            if n.endswith(".bias") and self.places.trainable_in_backbone(n) and isinstance(owner_module(model, n), kinds)
         ]

@@ -71,7 +71,7 @@ class Consolidator(Method):
 
     def inject(self, model: nn.Module, places) -> None:
         cfg = self.config
-        paths = list(linear_targets(model, places, cfg.targets))
+        paths = list(linear_targets(model, places, cfg.targets, join=True))  # separate q, k, v: joined, as fused
         for path in paths:  # check every target before the first replacement
             base = model.get_submodule(path)
             for g in cfg.fc_groups:
@@ -97,9 +97,9 @@ class Consolidator(Method):
             ]
         if self.config.train_norm:
             for path, m in model.named_modules():
-                if isinstance(m, nn.LayerNorm) and not self.places.in_head(path):
+                if isinstance(m, nn.LayerNorm):
                     names += [f"{path}.{n}" for n, _ in m.named_parameters(recurse=False)]
-        return names
+        return [n for n in names if self.places.trainable_in_backbone(n)]
 
     def _foldable(self, model: nn.Module, state: dict) -> Iterable[tuple[str, list[str]]]:
         """(origin bias name, branch bias names) of each layer whose branch biases fold into a saved bias."""

@@ -17,5 +17,4 @@ class FullFineTuning(Method):
     cannot_disable_reason = "it trains the backbone's own weights in place and keeps no copy of the originals"
 
     def claimed_parameters(self, model: nn.Module) -> Iterable[str]:
-        heads = set(self.head_parameter_names(model))
-        return [n for n, _ in model.named_parameters() if n not in heads]
+        return [n for n, _ in model.named_parameters() if self.places.trainable_in_backbone(n)]

@@ -8,7 +8,8 @@ For each of q and v, H = sum_{i=1..n} A_i kron B_i (D x D) with rank-one factors
 
 with one zero-initialised bias per block shared by q and v, applied to the q and v slices of timm's
 fused qkv output (before attention's 1/sqrt(d) scaling), so it is a true weight delta:
-W_q' = W_q + kappa * H_q^T, b_q' = b_q + bias (same for v).
+W_q' = W_q + kappa * H_q^T, b_q' = b_q + bias (same for v). Separate q, k and v linears (Hugging Face's
+models) are joined into one for it, so the layer, its parameters and its merge are the fused case's.
 
 The layer, its fast factored form and its merge rule live in ``layers/kadaptation.py``; the slow weights
 are held once on the model root (``kadaptation_shared``; one set per width, ``kadaptation_shared_<width>``,
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..errors import BackboneError, ConfigError
+from ..backbones.targets import joint_linear
+from ..errors import ConfigError
 from ..layers.kadaptation import KAdaptationLinear, kadaptation_rules
 from ..surgery import replace_module
 from .base import Method
@@ -51,21 +53,17 @@ class KAdaptation(Method):
         for width in places.widths:
             if width % cfg.n:
                 raise ConfigError(f"kadaptation.n: the width {width} is not a multiple of n={cfg.n}")
-        first = model.get_submodule(places.blocks[0].qkv)
+        first = model.get_submodule(places.blocks[0].fc1)
         # One set of slow weights per width (per stage on a Swin), like ARC's per-stage projections.
         shared = {
             width: kadaptation_rules(cfg.n, device=first.weight.device, dtype=first.weight.dtype)
             for width in places.widths
         }
         for block in places.blocks:
-            (q_path, q), (v_path, v) = block.linear("q"), block.linear("v")
-            if q_path != v_path or q is None or v is None:
-                raise BackboneError(
-                    f"kadaptation: {block.block} computes q and v in separate layers ({q_path}, {v_path}); "
-                    "this implementation adapts the q and v slices of one fused qkv linear"
-                )
-            base = model.get_submodule(q_path)
+            path, parts = joint_linear(model, block, ("q", "v"))
+            base = model.get_submodule(path)
             rules = shared[places.width(block)]
-            replace_module(model, q_path, KAdaptationLinear(base, rules, q, v, cfg.n, cfg.scale, cfg.dropout))
+            layer = KAdaptationLinear(base, rules, parts["q"], parts["v"], cfg.n, cfg.scale, cfg.dropout)
+            replace_module(model, path, layer)
         for width, rules in shared.items():
             model.add_module(places.shared_name("kadaptation_shared", width), rules)

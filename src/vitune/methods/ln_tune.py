@@ -20,6 +20,6 @@ class LNTune(Method):
     def claimed_parameters(self, model: nn.Module) -> Iterable[str]:
         names = []
         for path, module in model.named_modules():
-            if isinstance(module, nn.LayerNorm) and not self.places.in_head(path):
+            if isinstance(module, nn.LayerNorm):
                 names += [f"{path}.{n}" for n, _ in module.named_parameters(recurse=False)]
-        return names
+        return [n for n in names if self.places.trainable_in_backbone(n)]

@@ -1,7 +1,9 @@
 """LoRA (Hu et al., 2022): a low-rank update added to a linear layer's weight, W' = W + (alpha/r) B A.
 
-Default placement: the q and v parts of timm's fused qkv in every block, rank 8 (the NOAH/VTAB baseline).
-The layer and its merge rule live in ``layers/lora.py``.
+Default placement: the q and v parts of timm's fused qkv in every block, rank 8 (the NOAH/VTAB baseline);
+where q and v are linears of their own (Hugging Face's models), each gets its update, with the same parameters.
+The whole ``qkv`` role is one update over q, k and v together, as on a fused qkv (separate linears are joined
+for it). The layer and its merge rule live in ``layers/lora.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ class LoRAConfig(MethodConfig):
     alpha: float = option(8.0, "the update is scaled by alpha / r")
     dropout: float = option(0.0, "dropout on the input of the low-rank branch (training only)")
     targets: tuple[str, ...] = option(
-        ("q", "v"), "roles adapted in every block: q, k, v (parts of the fused qkv), qkv, proj, fc1, fc2"
+        ("q", "v"), "roles adapted in every block: q, k, v (parts of the fused qkv, or their own linears), qkv, "
+        "proj, fc1, fc2"
     )
     pattern: str | None = option(
         None, "regular expression over module names; when set, every matching nn.Linear except the head "
@@ -43,6 +46,6 @@ class LoRA(Method):
 
     def inject(self, model: nn.Module, places) -> None:
         cfg = self.config
-        for path, parts in linear_targets(model, places, cfg.targets, cfg.pattern).items():
+        for path, parts in linear_targets(model, places, cfg.targets, cfg.pattern, join=True).items():
             base = model.get_submodule(path)
             replace_module(model, path, LoRALinear(base, cfg.r, cfg.alpha, cfg.dropout, parts))

@@ -3,7 +3,9 @@
 ``repadapter`` is the paper's "repblock": one adapter before ``attn.qkv`` (reading LN1's output) and one
 before ``mlp.fc1`` (reading LN2's output) in every block. ``repadapter_attn`` ("repattn") keeps only the
 first. With ``pattern``, every matching ``nn.Linear`` but the head gets one (the README's
-``set_repadapter(model, pattern)``). The adapter itself lives in ``layers/repadapter.py``.
+``set_repadapter(model, pattern)``). Where q, k and v are linears of their own (Hugging Face's models), the
+adapter before ``qkv`` is one adapter before the three, joined for it, with the parameters and the merge of
+the fused case. The adapter itself lives in ``layers/repadapter.py``.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class RepAdapterMethod(Method):
 
     def inject(self, model: nn.Module, places) -> None:
         cfg = self.config
-        paths = list(linear_targets(model, places, cfg.targets, cfg.pattern))
+        paths = list(linear_targets(model, places, cfg.targets, cfg.pattern, join=True))
         for path in paths:  # check every target before the first replacement
             width = model.get_submodule(path).in_features
             if width % cfg.groups:
