@@ -130,7 +130,8 @@ class _Run:
         from ..data import build_transforms, default_transform_kind, open_task
 
         self.config, self.folder, self.env, self.device, self.fresh = config, folder, env, device, fresh
-        self.task = open_task(config.data, few_shot=tuple(config.few_shot) if config.few_shot else None)
+        self.task = open_task(config.data, few_shot=tuple(config.few_shot) if config.few_shot else None,
+                              k_shot=tuple(config.k_shot) if config.k_shot else None)
         self.train_split = config.train_split or self.task.default_train
         self.eval_split = config.eval_split or self.task.default_eval
         for split in (self.train_split, self.eval_split):
@@ -181,6 +182,8 @@ class _Run:
                 "folder": c.data, "dataset": self.task.name, "layout": self.task.layout,
                 "num_classes": self.task.num_classes, "train_split": self.train_split, "eval_split": self.eval_split,
                 "few_shot": c.few_shot, "train_images": len(self.train_set), "eval_images": len(self.eval_set),
+                # the K-shot images drawn (data/k_shot.py): which ones trained, which validated
+                "k_shot": self.task.describe()["k_shot"] if c.k_shot else None,
             },
             "transforms": {"kind": self.transform_kind, "img_size": self.img_size, "normalize": c.normalize,
                            **self.transform_info},
@@ -357,6 +360,7 @@ class _Run:
             "dataset": self.task.name,
             "layout": self.task.layout,
             "few_shot": c.few_shot,
+            "k_shot": c.k_shot,
             "num_classes": self.task.num_classes,
             "train_split": self.train_split,
             "eval_split": self.eval_split,
