@@ -73,7 +73,8 @@ def evaluate_folder(path: str | Path, data: str | None = None, split: str | None
     own_data = run is not None and (data is None or Path(data).resolve() == Path(run.data))
     folder = run.data if data is None else str(Path(data).resolve())
     few_shot = tuple(run.few_shot) if own_data and run.few_shot else None
-    task = open_task(folder, few_shot=few_shot)
+    k_shot = tuple(run.k_shot) if own_data and run.k_shot else None
+    task = open_task(folder, few_shot=few_shot, k_shot=k_shot)
     if split is None:
         split = (run.eval_split if own_data and run.eval_split else None) or task.default_eval
     if split not in task.splits:
