@@ -1,20 +1,22 @@
-"""``vitune search``: a grid search that selects on the validation split and tests the winner once.
+"""``vitune search``: a hyper-parameter search that selects on the validation split and tests the winner once.
 
-Part A of methods.md: every grid point trains on the train split (VTAB-1k: ``train800``) and is scored on the
-validation split (``val200``); the point with the best validation accuracy (ties: the first in grid order)
-is retrained on train+val (``train800val200``) and evaluated on the test split, once. Nothing is chosen on
-test. The search root holds one run folder per point, the final run, and ``search.json`` (and ``.lock``: one
-search per root at a time):
+Part A of methods.md: every point trains on the train split (VTAB-1k: ``train800``) and is scored on the
+validation split (``val200``); the chosen point is retrained on train+val (``train800val200``) and evaluated
+on the test split, once. Nothing is chosen on test. Which points are tried is the strategy's: ``grid`` (every
+combination of ``--grid`` values; the best validation accuracy wins, ties to the first in grid order) or
+``pevit`` (search_pevit.py: PEViT's learning-rate decades x weight-decay bisection). Without ``--grid`` and
+``--strategy``, the recipe's published search is used (``search:`` in the recipe). The search root holds one
+run folder per point, the final run, and ``search.json``:
 
     RUN_ROOT/
-      search.json            the grid, every point's validation accuracy, the choice, the test accuracy
-      points/<name>/         one run folder per grid point (name from its values: lr=0.001,scale=0.5)
+      search.json            the strategy, every point's validation accuracy, the choice, the test accuracy
+      points/<name>/         one run folder per point (name from its values: lr=0.001,scale=0.5)
       final/                 the winner retrained on train+val, evaluated on test
 
 Grid keys are run settings (``lr``, ``weight_decay``, ``drop_path`` ...) or a method config key with the
 prefix ``method.`` (``method.scale``). Every run goes through :func:`vitune.train.train` with ``resume=True``:
 a finished point is skipped, an interrupted one continues from its checkpoint, so re-running the same
-command finishes an interrupted search.
+command finishes an interrupted search. A point whose loss diverges is recorded with its error and no score.
 """
 
 from __future__ import annotations
@@ -27,17 +29,20 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..atomic import atomic_write_json
-from ..errors import ConfigError, RunError
+from ..errors import ConfigError, NonFiniteLossError, RunError
 from .claim import hold_folder
-from .config import FIELDS, RunConfig, resolve_config
+from .config import FIELDS, RunConfig, load_recipe, resolve_config
 from .runner import plain, train
+from .search_pevit import PEVIT_LRS, PEVIT_POINT_EPOCHS, PevitStrategy, Score, WeightDecayGrid
 
 SEARCH_FILE = "search.json"
 POINTS = "points"
 FINAL = "final"
 METHOD_PREFIX = "method."
 # Settings a grid may not vary: they define the task and the protocol the search itself fixes.
-FIXED_KEYS = ("method", "data", "few_shot", "train_split", "eval_split", "recipe", "selection", "device", "workers")
+FIXED_KEYS = ("method", "data", "few_shot", "k_shot", "train_split", "eval_split", "recipe", "selection", "device",
+              "workers")
+STRATEGIES = ("grid", "pevit")
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,19 @@ _LAYOUT_SPLITS = {
 }
 
 
-def search_splits(data: str | Path, few_shot: Sequence[int] | None = None) -> SearchSplits:
-    """The search's splits for the task folder `data`; a DataError/RunError when it lacks one."""
-    from ..data import open_task
+def search_splits(data: str | Path, few_shot: Sequence[int] | None = None,
+                  k_shot: Sequence[int] | None = None) -> SearchSplits:
+    """The search's splits for the task folder `data`; a DataError/RunError when it lacks one.
 
-    task = open_task(data, few_shot=tuple(few_shot) if few_shot else None)
+    With `k_shot` (ELEVATER's protocol, data/k_shot.py) the points train on ``kshot_train``, are scored on
+    ``kshot_val``, and the winner retrains on all K shots (``kshot``) before the task's own test split."""
+    from ..data import open_task
+    from ..data.k_shot import KSHOT, KSHOT_TRAIN, KSHOT_VAL
+
+    task = open_task(data, few_shot=tuple(few_shot) if few_shot else None,
+                     k_shot=tuple(k_shot) if k_shot else None)
+    if k_shot:
+        return SearchSplits(KSHOT_TRAIN, KSHOT_VAL, KSHOT, task.default_eval)
     splits = _LAYOUT_SPLITS.get(task.layout)
     if splits is None:
         raise RunError(
@@ -162,6 +175,61 @@ def with_values(flags: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str
     return out
 
 
+@dataclass(frozen=True)
+class GridStrategy:
+    """Every combination of the grid's values; the best validation accuracy wins, ties to the first."""
+
+    grid: dict[str, list[Any]]
+
+    name = "grid"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "selection": "highest validation accuracy; ties go to the first point in grid order"}
+
+    def choose(self, score: Score) -> dict[str, Any]:
+        best: tuple[float, dict[str, Any]] | None = None
+        for values in grid_points(self.grid):
+            value = score(values, "grid")
+            if value is not None and not math.isnan(value) and (best is None or value > best[0]):
+                best = (value, values)
+        if best is None:
+            raise RunError("vitune search: no grid point has a validation accuracy")
+        return best[1]
+
+
+def make_strategy(grid: Mapping[str, Sequence[Any]] | None, strategy: str | None, recipe: str | None,
+                  wd_grid: WeightDecayGrid | None = None) -> GridStrategy | PevitStrategy:
+    """The strategy the command asks for: ``--strategy``, else ``--grid``, else the recipe's published search.
+
+    ``pevit`` takes its learning rates from ``--grid lr=...`` when given (else PEViT's decades) and its weight
+    decays from `wd_grid` (else PEViT's 97-point grid)."""
+    published = load_recipe(recipe).search if recipe else {}
+    name = strategy or ("grid" if grid else published.get("strategy", "grid" if published.get("grid") else None))
+    if name is None:
+        raise ConfigError(
+            "vitune search needs --grid KEY=V1,V2,... or --strategy pevit"
+            + (f" (recipe {recipe} publishes no search)" if recipe else ", or a --recipe with a published search")
+        )
+    if name not in STRATEGIES:
+        raise ConfigError(f"--strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
+    if name == "pevit":
+        if grid and set(grid) - {"lr"}:
+            raise ConfigError("--strategy pevit searches lr and weight_decay itself; --grid may only list lr values")
+        lrs = tuple(grid["lr"]) if grid else PEVIT_LRS
+        return PevitStrategy(lrs, wd_grid or WeightDecayGrid())
+    if wd_grid is not None:
+        raise ConfigError("--pevit-wd-grid applies to --strategy pevit only")
+    if not grid:
+        grid = published.get("grid") or {}
+        if not grid:
+            raise ConfigError(f"--strategy grid needs --grid KEY=V1,V2,... (recipe {recipe} publishes no grid)")
+    for key, values in grid.items():
+        check_grid_key(key)
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ConfigError(f"search grid {key}: expected a list of values, got {values!r}")
+    return GridStrategy({key: list(values) for key, values in grid.items()})
+
+
 def _check_flags(flags: Mapping[str, Any]) -> None:
     for key in ("train_split", "eval_split"):
         if key in flags:
@@ -173,65 +241,90 @@ def _check_flags(flags: Mapping[str, Any]) -> None:
         )
 
 
-def run_search(root: str | Path, grid: Mapping[str, Sequence[Any]], flags: Mapping[str, Any],
-               progress=None) -> dict[str, Any]:
-    """Train every grid point, pick the best on validation, retrain it on train+val and test it once.
+def run_search(root: str | Path, grid: Mapping[str, Sequence[Any]] | None, flags: Mapping[str, Any],
+               progress=None, *, strategy: str | None = None, point_epochs: int | None = None,
+               wd_grid: WeightDecayGrid | None = None) -> dict[str, Any]:
+    """Train the strategy's points, pick the best on validation, retrain it on train+val and test it once.
 
     Args:
         root: the search root (created; re-running continues it).
-        grid: grid key -> values (:func:`parse_grid`).
+        grid: grid key -> values (:func:`parse_grid`), or None for the recipe's published search.
         flags: the run settings shared by every point, as for :func:`vitune.train.train` (``data`` required).
         progress: optional ``callable(str)`` told about each run as it starts or is skipped.
+        strategy: ``"grid"`` or ``"pevit"`` (see :func:`make_strategy`).
+        point_epochs: epochs of every point (default: the run's epochs; ``pevit``: PEViT's 10); the final run
+            trains the run's epochs.
+        wd_grid: the weight-decay grid of ``pevit``.
 
     Returns the ``search.json`` document.
     """
     root = Path(root)
     _check_flags(flags)
-    for key in grid:
-        check_grid_key(key)
+    chosen_strategy = make_strategy(grid, strategy, flags.get("recipe"), wd_grid)
+    if point_epochs is None and chosen_strategy.name == "pevit":
+        point_epochs = PEVIT_POINT_EPOCHS
+    if point_epochs is not None:
+        if point_epochs < 1:
+            raise ConfigError(f"--point-epochs must be at least 1, got {point_epochs}")
+        if "epochs" in getattr(chosen_strategy, "grid", {}):
+            raise ConfigError("--point-epochs and a grid over epochs: give one of them")
     config = resolve_config(flags)  # the shared settings are checked before anything is trained
-    splits = search_splits(config.data, config.few_shot)
+    splits = search_splits(config.data, config.few_shot, config.k_shot)
     # One search per root at a time (claim.py): a second one on this root fails at once, naming the first.
     with hold_folder(root, "search folder", "run the command again (the search goes on), or choose another RUN_ROOT"):
-        return _search(root, grid, flags, config, splits, progress or (lambda message: None))
+        return _search(root, chosen_strategy, flags, point_epochs, config, splits, progress or (lambda message: None))
 
 
-def _search(root: Path, grid: Mapping[str, Sequence[Any]], flags: Mapping[str, Any], config: RunConfig,
-            splits: SearchSplits, say) -> dict[str, Any]:
+def _search(root: Path, strategy: GridStrategy | PevitStrategy, flags: Mapping[str, Any], point_epochs: int | None,
+            config: RunConfig, splits: SearchSplits, say) -> dict[str, Any]:
+    grid = getattr(strategy, "grid", None)
     document: dict[str, Any] = {
-        "grid": {k: list(v) for k, v in grid.items()},
-        "grid_keys": list(grid),  # the grid's order (JSON objects are written with sorted keys)
+        "strategy": strategy.describe(),
+        "grid": {k: list(v) for k, v in grid.items()} if grid is not None else None,
+        "grid_keys": list(grid) if grid is not None else None,  # the grid's order (JSON objects are sorted)
         "splits": splits.to_dict(),
-        "selection": "highest validation accuracy; ties go to the first point in grid order",
+        "point_epochs": point_epochs if point_epochs is not None else config.epochs,
         "data": config.data,
         "method": config.method,
         "recipe": config.recipe,
+        "k_shot": list(config.k_shot) if config.k_shot else None,
         "base": plain(dict(flags)),
         "points": [],
         "choice": None,
         "final": None,
     }
     previous = _read(root)
-    if previous is not None and (previous.get("grid") != plain(document["grid"]) or previous.get("base") != document["base"]):
+    same = ("strategy", "grid", "base", "point_epochs")
+    if previous is not None and any(previous.get(key) != plain(document[key]) for key in same):
         raise RunError(
-            f"{root / SEARCH_FILE}: this root holds a search with another grid or other settings; "
+            f"{root / SEARCH_FILE}: this root holds a search with another grid, strategy or other settings; "
             "choose another RUN_ROOT or repeat the same command to continue it"
         )
+    point_flags = dict(flags) if point_epochs is None else {**flags, "epochs": point_epochs}
+    scored: dict[str, dict[str, Any]] = {}
 
-    for values in grid_points(grid):
-        folder = root / POINTS / point_name(values)
-        point_flags = {**with_values(flags, values), "train_split": splits.train, "eval_split": splits.val}
-        say(f"point {point_name(values)}: train on {splits.train}, score on {splits.val}")
-        outcome = train(point_flags, folder, resume=True)
-        document["points"].append({
-            "values": plain(dict(values)),
-            "folder": str(folder.relative_to(root)),
-            "val_accuracy": outcome.results["accuracy"],
-            "reused": outcome.already_finished,
-        })
+    def score(values: dict[str, Any], stage: str) -> float | None:
+        name = point_name(values)
+        if name in scored:  # a strategy may come back to a point: it is trained once
+            return scored[name]["val_accuracy"]
+        folder = root / POINTS / name
+        say(f"point {name} ({stage}): train on {splits.train}, score on {splits.val}")
+        entry = {"values": plain(dict(values)), "folder": str(folder.relative_to(root)), "stage": stage}
+        try:
+            outcome = train({**with_values(point_flags, values), "train_split": splits.train,
+                             "eval_split": splits.val}, folder, resume=True)
+        except NonFiniteLossError as e:  # a diverging point scores nothing; the search goes on
+            say(f"point {name}: {e}")
+            entry.update(val_accuracy=None, reused=False, error=str(e))
+        else:
+            entry.update(val_accuracy=outcome.results["accuracy"], reused=outcome.already_finished)
+        scored[name] = entry
+        document["points"].append(entry)
         _write(root, document)
+        return entry["val_accuracy"]
 
-    best = _best(document["points"])
+    values = strategy.choose(score)
+    best = scored[point_name(values)]
     document["choice"] = {"values": best["values"], "folder": best["folder"], "val_accuracy": best["val_accuracy"]}
     _write(root, document)
 
@@ -247,14 +340,6 @@ def _search(root: Path, grid: Mapping[str, Sequence[Any]], flags: Mapping[str, A
     }
     _write(root, document)
     return document
-
-
-def _best(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """The highest validation accuracy; the first such point in grid order (max keeps the first maximum)."""
-    scored = [p for p in points if p["val_accuracy"] is not None and not math.isnan(p["val_accuracy"])]
-    if not scored:
-        raise RunError("vitune search: no grid point has a validation accuracy")
-    return max(scored, key=lambda p: p["val_accuracy"])
 
 
 def _read(root: Path) -> dict[str, Any] | None:
