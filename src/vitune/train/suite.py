@@ -2,16 +2,17 @@
 
     RUN_ROOT/
       suite.json              the benchmark, its kind, tasks, seeds and every run's status and accuracy
-      <task>/seed<S>/         a run folder (vitune train), resumable
+      <task>/seed<S>/         a run folder (vitune train), resumable; with a search (--grid, --strategy,
+                              --search), a search folder (vitune search: search.json, points/, final/)
       <task>/seed<S>.log      its output, when the run went to a worker process
 
 The benchmark folder holds task folders (a VTAB-1k root such as NOAH's ``vtab-1k/``, an FGVC root, NOAH's
 ``few-shot/``); each sub-folder whose layout :func:`vitune.data.open_task` recognises is a task. A finished
-run (``results.json`` present) is skipped, an unfinished one resumed, so the same command continues a suite
-that was interrupted. Each run is trained under a claim (claim.py: ``<task>/seed<S>.lock``, an flock with the
+run (``results.json`` present; a search: ``search.json`` with its final test) is skipped, an unfinished one
+resumed, so the same command continues a suite that was interrupted (suite_jobs.py: what a run or a search is). Each run is trained under a claim (claim.py: ``<task>/seed<S>.lock``, an flock with the
 owner's pid), so suites sharing a RUN_ROOT never train the same run twice: a run another live suite holds is
-left to it and waited for at the end; a claim whose owner died is taken over. With ``workers > 0`` tasks run in parallel worker processes (``python -m vitune train``),
-one task (all its seeds, in order) per worker at a time; on a machine with several GPUs worker i sees GPU
+left to it and waited for at the end; a claim whose owner died is taken over. With ``workers > 0`` tasks run in
+parallel worker processes (``python -m vitune train`` or ``search``), one task (all its seeds, in order) per worker at a time; on a machine with several GPUs worker i sees GPU
 i mod count only.
 """
 
@@ -31,12 +32,12 @@ from ..atomic import atomic_write_json
 from ..errors import ERROR_KINDS, FAILED, ConfigError, DataError, RunError, VituneError, exit_code
 from .claim import claim, claim_path, owner
 from .config import load_recipe, resolve_config
-from .run_folder import RESULTS
-from .runner import plain, train
+from .runner import plain
+from .suite_jobs import SearchJob, TrainJob
 
 SUITE_FILE = "suite.json"
 # Settings the suite sets per run; given as flags they would be overwritten.
-SUITE_KEYS = ("data", "seed", "few_shot")
+SUITE_KEYS = ("data", "seed", "few_shot", "k_shot")
 KIND_NAMES = {"vtab": "VTAB-1k", "fgvc": "FGVC", "imagefolder": "image folders", "fewshot": "NOAH few-shot"}
 
 
@@ -52,6 +53,7 @@ class SuiteRun:
     accuracy: float | None = None
     error: str | None = None
     exit_code: int | None = None  # a failed run's kind (vitune's exit codes, docs/errors.md)
+    flags: dict[str, Any] = field(default_factory=dict)  # the run's settings (run_flags)
 
     def record(self, root: Path) -> dict[str, Any]:
         return {"task": self.task, "seed": self.seed, "folder": str(self.folder.relative_to(root)),
@@ -103,10 +105,13 @@ def plan_runs(root: Path, benchmark: Benchmark, seeds: Sequence[int]) -> list[Su
             for name, data in benchmark.tasks.items() for seed in seeds]
 
 
-def run_flags(flags: Mapping[str, Any], run: SuiteRun, few_shot_shots: int | None) -> dict[str, Any]:
+def run_flags(flags: Mapping[str, Any], run: SuiteRun, few_shot_shots: int | None,
+              k_shot_shots: int | None = None) -> dict[str, Any]:
     out = {**flags, "data": str(run.data), "seed": run.seed}
     if few_shot_shots is not None:
         out["few_shot"] = [few_shot_shots, run.seed]  # NOAH's list for this seed, trained with the same seed
+    if k_shot_shots is not None:
+        out["k_shot"] = [k_shot_shots, run.seed]  # K images per class drawn with the run's seed
     return out
 
 
@@ -125,7 +130,7 @@ def train_argv(flags: Mapping[str, Any]) -> list[str]:
             if not value:
                 raise ConfigError(f"{key}: false cannot be passed to a worker process as a flag")
             argv.append(flag)
-        elif key == "few_shot":
+        elif key in ("few_shot", "k_shot"):
             argv += [flag, *(str(v) for v in value)]
         else:
             argv += [flag, str(value)]
@@ -134,8 +139,9 @@ def train_argv(flags: Mapping[str, Any]) -> list[str]:
 
 def run_suite(root: str | Path, benchmark: str | Path, flags: Mapping[str, Any], seeds: Sequence[int] | None = None,
               tasks: Sequence[str] | None = None, workers: int = 0, few_shot_shots: int | None = None,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train `flags`' method on every task and seed of `benchmark`; returns the ``suite.json`` document.
+              progress: Callable[[str], None] | None = None, *, k_shot_shots: int | None = None,
+              search: SearchJob | None = None) -> dict[str, Any]:
+    """Train (or search) `flags`' method on every task and seed of `benchmark`; returns the ``suite.json`` document.
 
     Args:
         root: the suite's root folder (RUN_ROOT).
@@ -146,10 +152,16 @@ def run_suite(root: str | Path, benchmark: str | Path, flags: Mapping[str, Any],
         tasks: only these task folder names (default: all).
         workers: 0 trains in this process, one run after another; N > 0 runs N worker processes.
         few_shot_shots: K for NOAH's ``num_shot_K.seed_S`` lists (the seed is the run's).
+        k_shot_shots: K for ELEVATER-style sampling, K images per class drawn with the run's seed.
+        search: a :class:`SearchJob`: every task and seed is a ``vitune search`` (points on the validation split,
+            the winner tested once) instead of one run.
     """
     for key in SUITE_KEYS:
         if key in flags:
-            raise ConfigError(f"vitune suite sets --{key.replace('_', '-')} per run; use --benchmark, --seeds, --few-shot")
+            raise ConfigError(f"vitune suite sets --{key.replace('_', '-')} per run; use --benchmark, --seeds, "
+                              "--few-shot K, --k-shot K")
+    if few_shot_shots is not None and k_shot_shots is not None:
+        raise ConfigError("give --few-shot K (NOAH's lists) or --k-shot K (K images per class drawn), not both")
     if seeds is None:
         seeds = [load_recipe(flags["recipe"]).values.get("seed", 42) if flags.get("recipe") else 42]
     if not seeds:
@@ -158,60 +170,52 @@ def run_suite(root: str | Path, benchmark: str | Path, flags: Mapping[str, Any],
         raise ConfigError(f"--workers must not be negative, got {workers}")
     root = Path(root)
     say = progress or (lambda message: None)
+    job = search or TrainJob()
+    job.check(flags.get("recipe"))
     bench = find_tasks(benchmark, tasks, few_shot_shots, seed_for_check=seeds[0])
     runs = plan_runs(root, bench, seeds)
     for run in runs:  # every run's settings are checked before anything trains
-        resolve_config(run_flags(flags, run, few_shot_shots))
+        run.flags = run_flags(flags, run, few_shot_shots, k_shot_shots)
+        resolve_config(run.flags)
 
     pending = []
     for run in runs:
-        if (run.folder / RESULTS).is_file():
+        if job.finished(run.folder):
             run.status = "finished"
-            run.accuracy = _accuracy(run.folder)
+            run.accuracy = job.accuracy(run.folder)
             say(f"{run.task} seed {run.seed}: finished already ({run.accuracy:.2f}%), skipped")
         else:
             pending.append(run)
-    document = _document(root, bench, seeds, flags, few_shot_shots, workers, runs)
-    atomic_write_json(root / SUITE_FILE, document)
+
+    def write_document() -> dict[str, Any]:
+        document = plain({
+            "benchmark": str(bench.root), "kind": bench.kind, "tasks": list(bench.tasks), "seeds": list(seeds),
+            "few_shot_shots": few_shot_shots, "k_shot_shots": k_shot_shots, "search": job.describe(),
+            "workers": workers, "settings": dict(flags), "runs": [run.record(root) for run in runs],
+        })
+        atomic_write_json(root / SUITE_FILE, document)
+        return document
+
+    write_document()
     if workers == 0:
         def here(run: SuiteRun, fd: int) -> None:
-            _train_here(run, flags, few_shot_shots, say)
+            _run_here(job, run, say)
 
         deferred = []
         for run in pending:
-            if not _under_claim(run, here, False, say):
+            if not _under_claim(job, run, here, False, say):
                 deferred.append(run)
-            atomic_write_json(root / SUITE_FILE, _document(root, bench, seeds, flags, few_shot_shots, workers, runs))
+            write_document()
         for run in deferred:  # runs another suite was training: wait for it, train them if it died
-            _under_claim(run, here, True, say)
-            atomic_write_json(root / SUITE_FILE, _document(root, bench, seeds, flags, few_shot_shots, workers, runs))
+            _under_claim(job, run, here, True, say)
+            write_document()
     else:
-        deferred = _train_in_workers(root, pending, flags, few_shot_shots, workers, say, wait=False)
-        _train_in_workers(root, deferred, flags, few_shot_shots, workers, say, wait=True)
-    document = _document(root, bench, seeds, flags, few_shot_shots, workers, runs)
-    atomic_write_json(root / SUITE_FILE, document)
-    return document
+        deferred = _run_in_workers(job, pending, workers, say, wait=False)
+        _run_in_workers(job, deferred, workers, say, wait=True)
+    return write_document()
 
 
-def _accuracy(folder: Path) -> float | None:
-    return json.loads((folder / RESULTS).read_text(encoding="utf-8")).get("accuracy")
-
-
-def _document(root: Path, bench: Benchmark, seeds: Sequence[int], flags: Mapping[str, Any],
-              few_shot_shots: int | None, workers: int, runs: list[SuiteRun]) -> dict[str, Any]:
-    return plain({
-        "benchmark": str(bench.root),
-        "kind": bench.kind,
-        "tasks": list(bench.tasks),
-        "seeds": list(seeds),
-        "few_shot_shots": few_shot_shots,
-        "workers": workers,
-        "settings": dict(flags),
-        "runs": [run.record(root) for run in runs],
-    })
-
-
-def _under_claim(run: SuiteRun, train_run: Callable[[SuiteRun, int], None], wait: bool,
+def _under_claim(job: TrainJob | SearchJob, run: SuiteRun, train_run: Callable[[SuiteRun, int], None], wait: bool,
                  say: Callable[[str], None]) -> bool:
     """Train `run` while holding its claim; False (nothing done) when another live suite holds it and not `wait`.
 
@@ -221,34 +225,35 @@ def _under_claim(run: SuiteRun, train_run: Callable[[SuiteRun, int], None], wait
         if fd is None:
             holder = owner(path)
         else:
-            _train_unless_finished(run, train_run, fd, say)
+            _train_unless_finished(job, run, train_run, fd, say)
             return True
     if not wait:
         say(f"{run.task} seed {run.seed}: being trained by another suite ({holder}); back to it at the end")
         return False
     say(f"{run.task} seed {run.seed}: waiting for the other suite ({holder}) to finish it")
     with claim(path, wait=True) as fd:
-        _train_unless_finished(run, train_run, fd, say)
+        _train_unless_finished(job, run, train_run, fd, say)
     return True
 
 
-def _train_unless_finished(run: SuiteRun, train_run: Callable[[SuiteRun, int], None], fd: int, say) -> None:
-    if (run.folder / RESULTS).is_file():
-        run.status, run.accuracy = "finished", _accuracy(run.folder)
+def _train_unless_finished(job: TrainJob | SearchJob, run: SuiteRun, train_run: Callable[[SuiteRun, int], None],
+                           fd: int, say) -> None:
+    if job.finished(run.folder):
+        run.status, run.accuracy = "finished", job.accuracy(run.folder)
         say(f"{run.task} seed {run.seed}: finished by another suite ({run.accuracy:.2f}%)")
     else:
         train_run(run, fd)
 
 
-def _train_here(run: SuiteRun, flags: Mapping[str, Any], few_shot_shots: int | None, say) -> None:
-    say(f"{run.task} seed {run.seed}: training into {run.folder}")
+def _run_here(job: TrainJob | SearchJob, run: SuiteRun, say) -> None:
+    say(f"{run.task} seed {run.seed}: {job.command} into {run.folder}")
     try:
-        outcome = train(run_flags(flags, run, few_shot_shots), run.folder, resume=True)
+        accuracy = job.run(run.flags, run.folder)
     except VituneError as e:
         run.status, run.error, run.exit_code = "failed", str(e), exit_code(e)
         say(f"{run.task} seed {run.seed}: failed: {e}")
         return
-    run.status, run.accuracy = "trained", outcome.results["accuracy"]
+    run.status, run.accuracy = "trained", accuracy
     say(f"{run.task} seed {run.seed}: {run.accuracy:.2f}%")
 
 
@@ -275,8 +280,8 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _train_in_workers(root: Path, pending: list[SuiteRun], flags: Mapping[str, Any], few_shot_shots: int | None,
-                      workers: int, say, wait: bool) -> list[SuiteRun]:
+def _run_in_workers(job: TrainJob | SearchJob, pending: list[SuiteRun], workers: int, say,
+                    wait: bool) -> list[SuiteRun]:
     """Run the pending runs in `workers` processes, one task (its seeds in order) per worker at a time.
 
     Returns the runs another live suite held (only when not `wait`)."""
@@ -302,9 +307,9 @@ def _train_in_workers(root: Path, pending: list[SuiteRun], flags: Mapping[str, A
                 return
             for run in task_runs:
                 def in_worker(one: SuiteRun, fd: int) -> None:
-                    _train_subprocess(one, flags, few_shot_shots, env, lock, say, fd)
+                    _run_subprocess(job, one, env, lock, say, fd)
 
-                if not _under_claim(run, in_worker, wait, say_locked):
+                if not _under_claim(job, run, in_worker, wait, say_locked):
                     with lock:
                         deferred.append(run)
 
@@ -316,20 +321,19 @@ def _train_in_workers(root: Path, pending: list[SuiteRun], flags: Mapping[str, A
     return deferred
 
 
-def _train_subprocess(run: SuiteRun, flags: Mapping[str, Any], few_shot_shots: int | None,
-                      env: dict[str, str], lock: threading.Lock, say, claim_fd: int) -> None:
-    argv = [sys.executable, "-m", "vitune", "train", *train_argv(run_flags(flags, run, few_shot_shots)),
-            "--out", str(run.folder), "--resume"]
+def _run_subprocess(job: TrainJob | SearchJob, run: SuiteRun, env: dict[str, str], lock: threading.Lock, say,
+                    claim_fd: int) -> None:
+    argv = [sys.executable, "-m", "vitune", *job.argv(run.folder), *train_argv(run.flags)]
     log = run.folder.with_name(f"{run.folder.name}.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with lock:
-        say(f"{run.task} seed {run.seed}: training into {run.folder} (worker process, output in {log.name})")
+        say(f"{run.task} seed {run.seed}: {job.command} into {run.folder} (worker process, output in {log.name})")
     with open(log, "a", encoding="utf-8") as out:
         # the worker shares the claim's lock, so the claim outlives a killed suite while its worker trains
         code = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, env=env, pass_fds=(claim_fd,))
     with lock:
-        if code == 0 and (run.folder / RESULTS).is_file():
-            run.status, run.accuracy = "trained", _accuracy(run.folder)
+        if code == 0 and job.finished(run.folder):
+            run.status, run.accuracy = "trained", job.accuracy(run.folder)
             say(f"{run.task} seed {run.seed}: {run.accuracy:.2f}%")
         else:
             tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
