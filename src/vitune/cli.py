@@ -116,6 +116,9 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = fro
     add("--train-split", metavar="NAME", help="training split (default: the layout's)")
     add("--eval-split", metavar="NAME", help="evaluation split (default: the layout's)")
     add("--few-shot", nargs=2, type=int, metavar=("K", "SEED"), help="NOAH few-shot list num_shot_K.seed_SEED")
+    add("--k-shot", nargs=2, type=int, metavar=("K", "SEED"),
+        help="ELEVATER-style: K images per class drawn from the training split with SEED (listed in the run's "
+             "config.yaml); splits kshot, kshot_train, kshot_val")
     add("--epochs", type=int, help="epochs (default 100)")
     add("--batch-size", type=int, help="batch size per process (default 64)")
     add("--validation-batch-size", type=int, help="evaluation batch size (default: --batch-size)")
@@ -154,13 +157,13 @@ def _add_experiment_parsers(sub) -> None:
     sub.add_parser("recipes", help="list the built-in recipes: method, benchmark and source")
     s = sub.add_parser(
         "search", argument_default=argparse.SUPPRESS,
-        help="grid search: train on train800, select on val200, retrain on train800val200, test once",
-        description="Train every grid point on the train split, select on the validation split, retrain the "
-                    "winner on train+val and test it once; RUN_ROOT/search.json records it all.",
+        help="hyper-parameter search: train on train800, select on val200, retrain on train800val200, test once",
+        description="Train every point of the search on the train split, select on the validation split, retrain "
+                    "the winner on train+val and test it once; RUN_ROOT/search.json records it all. Without "
+                    "--grid or --strategy, the recipe's published search is used.",
     )
     s.add_argument("root", metavar="RUN_ROOT", help="the search's folder (re-run the same command to continue)")
-    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="a run setting (lr, weight_decay, ...) or method.KEY (method.scale) and its values; repeat")
+    _add_search_flags(s)
     _add_train_flags(s, skip=frozenset({"--train-split", "--eval-split", "--selection"}))
     u = sub.add_parser(
         "suite", argument_default=argparse.SUPPRESS,
@@ -179,10 +182,31 @@ def _add_experiment_parsers(sub) -> None:
                    help="data loading processes of each run (vitune train's -j/--workers; default 4)")
     u.add_argument("--few-shot", dest="few_shot_shots", type=int, metavar="K",
                    help="NOAH's K-shot lists: list num_shot_K.seed_S for seed S")
-    _add_train_flags(u, skip=frozenset({"--data", "--seed", "--workers", "--few-shot"}))
+    u.add_argument("--k-shot", dest="k_shot_shots", type=int, metavar="K",
+                   help="ELEVATER-style: K images per class drawn from each task's training split with seed S")
+    u.add_argument("--search", dest="search_recipe", action="store_true",
+                   help="search every task and seed with the recipe's published search (as vitune search does)")
+    _add_search_flags(u, suite=True)
+    _add_train_flags(u, skip=frozenset({"--data", "--seed", "--workers", "--few-shot", "--k-shot"}))
     r = sub.add_parser("report", help="tables and plots from run folders: report.md, report.csv, PNGs")
     r.add_argument("roots", nargs="+", metavar="RUN_ROOT", help="folders searched for results.json")
     r.add_argument("--out", metavar="DIR", help="where to write the report (default: the first RUN_ROOT)")
+
+
+def _add_search_flags(parser: argparse.ArgumentParser, suite: bool = False) -> None:
+    """The flags of `vitune search` that choose the points; in `vitune suite` they make every task a search."""
+    each = " (every task and seed is then a vitune search)" if suite else ""
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                        help="a run setting (lr, weight_decay, ...) or method.KEY (method.scale) and its values; "
+                             "repeat" + each)
+    parser.add_argument("--strategy", choices=["grid", "pevit"],
+                        help="grid: every combination of --grid; pevit: PEViT's lr decades x weight-decay "
+                             "bisection (--grid lr=... replaces its learning rates)" + each)
+    parser.add_argument("--point-epochs", type=int, metavar="N",
+                        help="epochs of every point (default: --epochs; pevit: 10); the final run trains --epochs")
+    parser.add_argument("--pevit-wd-grid", metavar="LOW,HIGH,POINTS,COARSE",
+                        help="pevit's weight decays: POINTS log-spaced in 1eLOW..1eHIGH, bisected from COARSE of "
+                             "them (default -6,6,97,7)")
 
 
 def _add_bench_parser(sub) -> None:
@@ -254,12 +278,28 @@ def _split_list(text: str, flag: str, kind=str) -> list:
     return items
 
 
-def _run_search(args: argparse.Namespace) -> int:
-    from .train.search import parse_grid, run_search
+# The destinations of _add_search_flags: how the points are chosen, not run settings.
+_SEARCH_DESTS = ("grid", "strategy", "point_epochs", "pevit_wd_grid")
 
-    grid = parse_grid(args.grid, _parse_value)
-    flags = _train_flags(args, extra=("root", "grid"))
-    document = run_search(args.root, grid, flags, progress=lambda m: print(f"search: {m}", flush=True))
+
+def _search_settings(args: argparse.Namespace) -> dict:
+    """run_search's keyword arguments from the search flags (grid None: the strategy's or the recipe's)."""
+    from .train.search import parse_grid
+    from .train.search_pevit import WeightDecayGrid
+
+    wd = getattr(args, "pevit_wd_grid", None)
+    return {"grid": parse_grid(args.grid, _parse_value) if args.grid else None,
+            "strategy": getattr(args, "strategy", None), "point_epochs": getattr(args, "point_epochs", None),
+            "wd_grid": WeightDecayGrid.parse(wd) if wd is not None else None}
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from .train.search import run_search
+
+    settings = _search_settings(args)
+    flags = _train_flags(args, extra=("root", *_SEARCH_DESTS))
+    document = run_search(args.root, settings.pop("grid"), flags, progress=lambda m: print(f"search: {m}", flush=True),
+                          **settings)
     choice, final = document["choice"], document["final"]
     chosen = ", ".join(f"{k}={v}" for k, v in choice["values"].items())
     print(f"search {args.root}: chose {chosen} (validation {choice['val_accuracy']:.2f}% on "
@@ -270,15 +310,20 @@ def _run_search(args: argparse.Namespace) -> int:
 
 def _run_suite(args: argparse.Namespace) -> int:
     from .train.suite import run_suite, summary_error
+    from .train.suite_jobs import SearchJob
 
     flags = _train_flags(args, extra=("root", "benchmark", "seeds", "tasks", "workers", "workers_per_run",
-                                      "few_shot_shots"))
+                                      "few_shot_shots", "k_shot_shots", "search_recipe", *_SEARCH_DESTS))
     if getattr(args, "workers_per_run", None) is not None:
         flags["workers"] = args.workers_per_run
     seeds = _split_list(args.seeds, "--seeds", int) if args.seeds else None
     tasks = _split_list(args.tasks, "--tasks") if getattr(args, "tasks", None) else None
+    settings = _search_settings(args)
+    searching = getattr(args, "search_recipe", False) or any(v is not None for v in settings.values())
     document = run_suite(args.root, args.benchmark, flags, seeds=seeds, tasks=tasks, workers=args.workers,
                          few_shot_shots=getattr(args, "few_shot_shots", None),
+                         k_shot_shots=getattr(args, "k_shot_shots", None),
+                         search=SearchJob(**settings) if searching else None,
                          progress=lambda m: print(f"suite: {m}", flush=True))
     done = sum(r["status"] in ("finished", "trained") for r in document["runs"])
     print(f"suite {args.root}: {done}/{len(document['runs'])} runs finished ({document['kind']}, "
