@@ -65,7 +65,7 @@ def test_report_numbers_match_the_run_folders(roots, tmp_path, capsys):
     md = (tmp_path / "report.md").read_text()
     assert "| lora |" in md and "mean of group means" in md and "plain mean of tasks" in md
     assert "3 (Natural 1/7, Specialized 1/4, Structured 1/8)" in md
-    assert "| bitfit | train800val200 | test | best_eval | imagenet |" in md  # the protocol table
+    assert "| bitfit | train800val200 | test | best_eval | none | imagenet |" in md  # the protocol table
     assert "points/p/results.json`: evaluated on 'val200'" in md  # left out, with the reason
     for png in ("accuracy_vs_params.png", "per_task.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -58,6 +58,18 @@ def markdown(rows: Sequence[Row], collected: Collected, roots: Sequence[str], pl
                                         str(len(row.runs))]) + " |")
     lines += ["", "A row is flagged when it is not comparable with the others: selection on the reported split,",
               "a random-init backbone, or backbone weights, training split or normalisation other than most runs'.", ""]
+    searched = [(row, run) for row in rows for run in sorted(row.runs, key=lambda r: (r.task, r.seed)) if run.chosen]
+    if searched:
+        lines += ["## Searched hyper-parameters", "",
+                  "The values each search chose on its validation split (then retrained on train+val and tested "
+                  "once: the accuracy above).", "", "| row | task | seed | chosen | validation accuracy | test accuracy |",
+                  "|---|---|---|---|---:|---:|"]
+        for row, run in searched:
+            chosen = run.chosen
+            values = ", ".join(f"{k}={v}" for k, v in chosen["values"].items())
+            lines.append(f"| {row.label} | {run.task} | {run.seed} | {values} | {chosen['val_accuracy']:.2f} "
+                         f"({chosen['val_split']}) | {run.results['accuracy']:.2f} |")
+        lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     if collected.left_out:

@@ -16,7 +16,7 @@ from .collect import RunRecord
 from .groups import GROUP_SIZES, GROUPS, VTAB_TASK_COUNT, group_of, task_order
 
 # The protocol columns every row reports, each read from results.json.
-PROTOCOL_KEYS = ("train_split", "eval_split", "selection", "normalize", "backbone", "epochs", "recipe")
+PROTOCOL_KEYS = ("train_split", "eval_split", "selection", "search", "normalize", "backbone", "epochs", "recipe")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,9 @@ class Row:
 def protocol_value(run: RunRecord, key: str) -> str:
     if key == "backbone":
         return run.backbone
+    if key == "search":  # how the run's hyper-parameters were chosen
+        chosen = run.chosen
+        return f"{chosen['strategy']} on {chosen['val_split']}" if chosen else "none"
     return str(run.results.get(key))
 
 
@@ -183,4 +186,6 @@ def as_dict(row: Row) -> dict[str, Any]:
     return {"label": row.label, "method": row.method, "root": row.root,
             "tasks": {t: vars(s) for t, s in row.tasks.items()},
             "averages": [{"label": a.label, "kind": a.kind, **vars(a.stat)} for a in row.averages],
-            "protocol": row.protocol, "flags": row.flags}
+            "protocol": row.protocol, "flags": row.flags,
+            "searched": [{"task": r.task, "seed": r.seed, "test_accuracy": r.results["accuracy"], **r.chosen}
+                         for r in sorted(row.runs, key=lambda r: (r.task, r.seed)) if r.chosen]}
