@@ -1,13 +1,16 @@
 """ELEVATER-style K-shot sampling (data/k_shot.py): reproducible per seed, exactly K per class, a fifth of the
-shots for validation, the task's own layout and evaluation splits kept, short classes refused by name."""
+shots for validation, the task's own layout and evaluation splits kept, short classes refused by name; vitune
+train --k-shot lists the drawn images in the run's config.yaml."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 import pytest
+import yaml
 
 from datasets import make_fgvc, make_imagefolder, make_vtab
+from test_train_support import results, run_cli, train_args
 from vitune.data import open_task
 from vitune.data.k_shot import KSHOT, KSHOT_TRAIN, KSHOT_VAL, draw_k_shot, val_per_class
 from vitune.data.sample import Sample
@@ -72,3 +75,21 @@ def test_short_classes_and_bad_pairs_are_refused(folder, tmp_path):
         open_task(folder, k_shot=(0, 1))
     with pytest.raises(DataError, match="not both"):
         open_task(folder, few_shot=(1, 0), k_shot=(1, 0))
+
+
+def test_vitune_train_k_shot_records_the_draw(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(train_args(folder, out, "--k-shot", "2", "7", "--epochs", "1",
+                                          "--batch-size", "2"), capsys)
+    assert code == 0, err
+    r = results(out)
+    assert (r["k_shot"], r["train_split"], r["eval_split"]) == ([2, 7], KSHOT, "test")
+    data = yaml.safe_load((out / "config.yaml").read_text())["resolved"]["data"]
+    drawn = open_task(folder, k_shot=(2, 7)).describe()["k_shot"]
+    assert data["k_shot"] == drawn and data["train_images"] == 6
+    # vitune eval re-draws the same images: the run's own validation split can be evaluated
+    code, out_text, err = run_cli(["eval", out, "--split", KSHOT_VAL, "--json"], capsys)
+    assert code == 0, err
+    assert '"split": "kshot_val"' in out_text
+    code, _, err = run_cli(train_args(folder, tmp_path / "x", "--k-shot", "2", "7", "--few-shot", "1", "0"), capsys)
+    assert code == 2 and "not both" in err
