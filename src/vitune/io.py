@@ -83,16 +83,7 @@ def read_adapter_config(folder: str | os.PathLike) -> dict[str, Any]:
     path = folder / CONFIG_NAME
     if not folder.is_dir():
         raise AdapterFileError(f"{folder}: adapter folder not found")
-    if not path.is_file():
-        raise AdapterFileError(f"{path}: missing (an adapter folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise AdapterFileError(f"{path}, line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
-    except UnicodeDecodeError:
-        raise AdapterFileError(f"{path}: not a text file") from None
-    if not isinstance(config, dict):
-        raise AdapterFileError(f"{path}: expected a JSON object")
+    config = _read_config_json(path)
     if config.get("format") != FORMAT:
         raise AdapterFileError(f"{path}: key 'format' is {config.get('format')!r}, not {FORMAT!r}: not a vitune adapter")
     version = config.get("format_version")
@@ -105,6 +96,21 @@ def read_adapter_config(folder: str | os.PathLike) -> dict[str, Any]:
     for key, kind in (("method", str), ("config", dict), ("backbone", dict)):
         if not isinstance(config.get(key), kind):
             raise AdapterFileError(f"{path}: key {key!r} is missing or not a {'string' if kind is str else 'object'}")
+    return config
+
+
+def _read_config_json(path: Path) -> dict[str, Any]:
+    """The JSON object of an adapter folder's config file (vitune's or PEFT's: the same file names)."""
+    if not path.is_file():
+        raise AdapterFileError(f"{path}: missing (an adapter folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise AdapterFileError(f"{path}, line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise AdapterFileError(f"{path}: not a text file") from None
+    if not isinstance(config, dict):
+        raise AdapterFileError(f"{path}: expected a JSON object")
     return config
 
 
