@@ -166,3 +166,11 @@ def test_other_head_size_pickles_and_applied_models_are_refused(tmp_path):
 def test_save_refuses_another_method(tmp_path):
     with pytest.raises(PeftCompatError, match="writes vitune's 'lora' method; this model has 'repadapter'"):
         save_peft_lora(vitune.apply(make_backbone(), "repadapter"), tmp_path / "x")
+
+
+def test_a_missing_or_broken_config_is_named(tmp_path):
+    with pytest.raises(vitune.AdapterFileError, match=r"adapter_config.json: missing"):
+        load_peft_lora(make_backbone(), tmp_path)
+    (tmp_path / "adapter_config.json").write_text('{"peft_type": "LORA",\n "r": }')
+    with pytest.raises(vitune.AdapterFileError, match=r"adapter_config.json, line 2 column 7: not valid JSON"):
+        load_peft_lora(make_backbone(), tmp_path)

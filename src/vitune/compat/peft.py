@@ -36,12 +36,10 @@ from ..backbones import find_places
 from ..backbones.base import LINEAR_ROLES
 from ..backbones.targets import linear_targets
 from ..errors import AdapterFileError, VituneError
-from ..io import _read_weights
+from ..io import CONFIG_NAME, WEIGHTS_NAME, _read_config_json, _read_weights
 from ..layers.lora import LoRALinear
 from ..surgery import ModelSnapshot
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
 PREFIX = "base_model.model."  # PEFT's names of the base model's modules in its state dicts
 
 # Keys of PEFT's LoraConfig that do not change what a saved adapter computes, or that are read below.
@@ -188,16 +186,7 @@ def _number(value: float) -> int | float:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise AdapterFileError(f"{path}: missing (a PEFT adapter folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise AdapterFileError(f"{path}, line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
-    except UnicodeDecodeError:
-        raise AdapterFileError(f"{path}: not a text file") from None
-    if not isinstance(config, dict):
-        raise AdapterFileError(f"{path}: expected a JSON object")
+    config = _read_config_json(path)
     if config.get("peft_type") != "LORA":
         raise PeftCompatError(f"{path}: key 'peft_type' is {config.get('peft_type')!r}; vitune loads PEFT's 'LORA'")
     _refuse_options(path, config)
