@@ -158,3 +158,10 @@ def test_the_recipes_published_search_is_used_without_grid(task, tmp_path, capsy
         run_search(tmp_path / "t", {"weight_decay": [0.1]}, {**TINY_FLAGS, "data": str(task)}, strategy="pevit")
     code, _, err = run_cli(search_args(tmp_path / "u", task), capsys)
     assert code == 2 and "needs --grid" in err
+
+
+def test_a_diverging_point_is_recorded_and_skipped(task, tmp_path):
+    document = run_search(tmp_path / "s", {"lr": [1e30, 0.01]}, {**TINY_FLAGS, "data": str(task)})
+    diverged, trained = document["points"]
+    assert diverged["val_accuracy"] is None and "NaN or infinite" in diverged["error"]
+    assert document["choice"]["values"] == {"lr": 0.01} == trained["values"]

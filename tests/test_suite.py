@@ -1,13 +1,16 @@
 """`vitune suite` end to end on a tiny VTAB-1k root: one run folder per task and seed, finished runs skipped,
-unfinished ones resumed, tasks in worker processes with --workers 2."""
+unfinished ones resumed, tasks in worker processes with --workers 2; a search per task and seed (--grid) read
+by vitune report with its choices; --k-shot K drawn with each run's seed."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
 import pytest
 
+import datasets
 from test_suite_support import BENCH_TASKS, ONE_EPOCH, TINY_FLAGS, TINY_MODEL, make_benchmark
 from test_train_support import results, run_cli
 from vitune.errors import ConfigError, DataError
@@ -83,3 +86,55 @@ def test_train_argv_round_trips_through_the_cli():
                        "few_shot": [2, 1], "model_kwargs": {"depth": 2}})
     assert argv == ["--method", "lora", "--set", "r=4", 'scale="0.1"', "--amp", "--lr", "0.001",
                     "--few-shot", "2", "1", "--model-kwargs", "depth=2"]
+
+
+def test_suite_searches_every_task_and_the_report_shows_the_choices(bench, tmp_path, capsys):
+    """--grid makes every task and seed a vitune search (points on val200, the winner tested once); finished
+    searches are skipped; a worker process runs one too; vitune report reads the final runs and their choices."""
+    root = tmp_path / "searched"
+    grid = ("--grid", "lr=0.01,0.001")
+    code, out, err = run_cli(suite_args(root, bench, "--tasks", "cifar,eurosat", "--seeds", "0", *grid), capsys)
+    assert code == 0, err
+    document = json.loads((root / "suite.json").read_text())
+    assert document["search"]["grid"] == {"lr": [0.01, 0.001]}
+    for run in document["runs"]:
+        search = json.loads((root / run["folder"] / "search.json").read_text())
+        assert [p["values"] for p in search["points"]] == [{"lr": 0.01}, {"lr": 0.001}]
+        assert search["final"]["test_accuracy"] == run["accuracy"] == results(root / run["folder"] / "final")["accuracy"]
+    code, out, err = run_cli(suite_args(root, bench, "--tasks", "cifar,eurosat", "--seeds", "0", *grid), capsys)
+    assert code == 0 and out.count("finished already") == 2
+
+    # the third task in a worker process (vitune search with the same flags)
+    code, out, err = run_cli(suite_args(root, bench, "--seeds", "0", *grid, "--workers", "1"), capsys)
+    assert code == 0, err
+    assert json.loads((root / "clevr_count" / "seed0" / "search.json").read_text())["final"] is not None
+    assert (root / "clevr_count" / "seed0.log").is_file() and "3/3 runs finished" in out
+
+    code, out, err = run_cli(["report", root, "--out", tmp_path / "report"], capsys)
+    assert code == 0, err
+    assert "report of 3 runs" in out  # the finals; the 6 points are left out
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Searched hyper-parameters" in md and "grid on val200" in md
+    for task in BENCH_TASKS:
+        search = json.loads((root / task / "seed0" / "search.json").read_text())
+        chosen = f"lr={search['choice']['values']['lr']}"
+        assert f"| lora | {task} | 0 | {chosen} | {search['choice']['val_accuracy']:.2f} (val200) | " \
+               f"{search['final']['test_accuracy']:.2f} |" in md
+    rows = {r["task"]: r for r in csv.DictReader((tmp_path / "report" / "report.csv").open())}
+    assert float(rows["cifar"]["mean"]) == pytest.approx(
+        json.loads((root / "cifar" / "seed0" / "search.json").read_text())["final"]["test_accuracy"])
+
+
+def test_suite_k_shot_draws_per_seed(tmp_path, capsys):
+    bench = tmp_path / "bench"
+    for name in ("a", "b"):
+        datasets.make_imagefolder(bench, name, n_per_split=9, num_classes=3, size=8)
+    root = tmp_path / "kshot"
+    code, _, err = run_cli(["suite", root, "--benchmark", bench, "--method", "lora", *TINY_MODEL, "--epochs", "1",
+                            "--batch-size", "2", "--warmup-epochs", "0", "--loader-workers", "0", "--k-shot", "2",
+                            "--seeds", "0,1"], capsys)
+    assert code == 0, err
+    for task in ("a", "b"):
+        draws = [results(root / task / f"seed{s}")["k_shot"] for s in (0, 1)]
+        assert draws == [[2, 0], [2, 1]]
+    assert json.loads((root / "suite.json").read_text())["k_shot_shots"] == 2
