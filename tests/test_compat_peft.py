@@ -114,9 +114,9 @@ def test_vitune_to_peft_and_back(tmp_path):
         assert torch.equal(value, back.state_dict()[key]), key
 
 
-def _refused(model, folder, message):
+def _refused(model, folder, message, error=PeftCompatError):
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(PeftCompatError, match=message):
+    with pytest.raises(error, match=message):
         load_peft_lora(model, folder)
     assert vitune.applied_method(model) is None, "a refused load left a method applied"
     after = model.state_dict()
@@ -143,8 +143,6 @@ def test_dora_is_refused_by_name(tmp_path):
         ({"target_modules": ["nothing"]}, r"key 'target_modules' \['nothing'\] matches no module"),
         ({"rank_pattern": {"blocks.0.attn.qkv": 8}}, r"key 'rank_pattern' gives the adapted layers different values"),
         ({"alpha_pattern": {"blocks.1.attn.qkv": 3}}, r"key 'alpha_pattern' gives the adapted layers different"),
-        ({"r": 3}, r"tensor 'base_model.model.blocks.0.attn.qkv.lora_A.weight' has shape \(2, 64\), .* \(3, 64\)"),
-        ({"target_modules": ["qkv", "fc1"]}, r"missing \['base_model.model.blocks.0.mlp.fc1.lora_A.weight'"),
     ],
 )
 def test_what_vitune_cannot_express_is_refused_by_key_and_the_model_kept(tmp_path, changes, message):
@@ -153,9 +151,23 @@ def test_what_vitune_cannot_express_is_refused_by_key_and_the_model_kept(tmp_pat
     _refused(make_backbone(), folder, message)
 
 
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"r": 3}, r"tensor 'base_model.model.blocks.0.attn.qkv.lora_A.weight' has shape \(2, 64\), .* \(3, 64\)"),
+        ({"target_modules": ["qkv", "fc1"]}, r"missing \['base_model.model.blocks.0.mlp.fc1.lora_A.weight'"),
+    ],
+)
+def test_tensors_that_do_not_fit_the_config_are_named(tmp_path, changes, message):
+    _, folder = _peft_folder(tmp_path, r=2, lora_alpha=2, target_modules=["qkv"], modules_to_save=["head"])
+    _edit_config(folder, **changes)
+    _refused(make_backbone(), folder, message, error=vitune.AdapterFileError)
+
+
 def test_other_head_size_pickles_and_applied_models_are_refused(tmp_path):
     _, folder = _peft_folder(tmp_path, r=2, lora_alpha=2, target_modules=["qkv"], modules_to_save=["head"])
-    _refused(make_backbone(num_classes=7), folder, r"tensor 'base_model.model.head.weight' has shape \(5, 64\)")
+    _refused(make_backbone(num_classes=7), folder, r"tensor 'base_model.model.head.weight' has shape \(5, 64\)",
+             error=vitune.AdapterFileError)
     with pytest.raises(PeftCompatError, match="into a plain backbone; this one has 'bitfit'"):
         load_peft_lora(vitune.apply(make_backbone(), "bitfit"), folder)
     (folder / "adapter_model.safetensors").rename(folder / "adapter_model.bin")

@@ -36,7 +36,7 @@ from ..backbones import find_places
 from ..backbones.base import LINEAR_ROLES
 from ..backbones.targets import linear_targets
 from ..errors import AdapterFileError, VituneError
-from ..io import CONFIG_NAME, WEIGHTS_NAME, _read_config_json, _read_weights
+from ..io import CONFIG_NAME, WEIGHTS_NAME, _check_tensors, _read_config_json, _read_weights
 from ..layers.lora import LoRALinear
 from ..surgery import ModelSnapshot
 
@@ -86,14 +86,14 @@ def load_peft_lora(model: nn.Module, folder: str | os.PathLike) -> nn.Module:
             "safe_serialization=True (adapter_model.safetensors)"
         )
     tensors = _read_weights(weights_path, "lora")
-    expected = {}
+    expected = {}  # shapes only, on the meta device
     for path in targets:
         layer = model.get_submodule(path)
-        expected[f"{PREFIX}{path}.lora_A.weight"] = (r, layer.in_features)
-        expected[f"{PREFIX}{path}.lora_B.weight"] = (layer.out_features, r)
+        expected[f"{PREFIX}{path}.lora_A.weight"] = torch.empty(r, layer.in_features, device="meta")
+        expected[f"{PREFIX}{path}.lora_B.weight"] = torch.empty(layer.out_features, r, device="meta")
     for path in saved_modules:
-        expected.update({f"{PREFIX}{path}.{n}": tuple(t.shape) for n, t in model.get_submodule(path).state_dict().items()})
-    _check_tensors(weights_path, tensors, expected)
+        expected.update({f"{PREFIX}{path}.{n}": t.to("meta") for n, t in model.get_submodule(path).state_dict().items()})
+    _check_tensors(weights_path, "lora", tensors, expected)
 
     snapshot = ModelSnapshot(model)
     try:
@@ -295,21 +295,6 @@ def _rank_and_alpha(path: Path, config: dict[str, Any], targets: list[str]) -> t
     if config.get("use_rslora"):
         alpha = alpha * math.sqrt(r)  # rsLoRA scales by alpha / sqrt(r), which is (alpha sqrt(r)) / r
     return r, float(alpha)
-
-
-def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]]) -> None:
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise PeftCompatError(
-            f"{path}: tensors do not match {CONFIG_NAME} on this model"
-            + (f"; missing {missing[:4]}{' ...' if len(missing) > 4 else ''}" if missing else "")
-            + (f"; unexpected {unexpected[:4]}{' ...' if len(unexpected) > 4 else ''}" if unexpected else "")
-        )
-    for name, shape in expected.items():
-        if tuple(tensors[name].shape) != shape:
-            raise PeftCompatError(f"{path}: tensor {name!r} has shape {tuple(tensors[name].shape)}, this model "
-                                  f"expects {shape} (saved from another backbone, or another r?)")
 
 
 def _vitune_targets(model: nn.Module, places, paths: set[str]) -> dict[str, Any]:
