@@ -1,13 +1,19 @@
 """Suites that share a RUN_ROOT: two `vitune suite` processes at once train every run exactly once and neither
-corrupts the other's runs; a claim left by a dead process is taken over; a live one is waited for."""
+corrupts the other's runs; a claim left by a dead process is taken over; a live one is waited for. A suite
+killed with SIGKILL resumes only its unfinished runs."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 
+import torch
+
+import datasets
 from test_suite_support import ONE_EPOCH, TINY_FLAGS, TINY_MODEL, make_benchmark
-from test_train_support import log_rows, results, vitune_subprocess
+from test_train_resume import epochs_done, kill, wait_for
+from test_train_support import adapter_tensors, log_rows, results, run_cli, vitune_subprocess
 from vitune.train.claim import claim, claim_path, owner
 from vitune.train.suite import run_suite
 
@@ -30,7 +36,7 @@ def test_two_suites_at_once_train_each_run_once(tmp_path):
         assert "Traceback" not in err
 
     runs = [(task, seed) for task in sorted(TASKS) for seed in SEEDS]
-    trained = [line for out, _ in outputs for line in out.splitlines() if ": training into " in line]
+    trained = [line for out, _ in outputs for line in out.splitlines() if f" into {root}" in line]
     assert len(trained) == len(runs)  # each run trained by one suite only
     for task, seed in runs:
         folder = root / task / f"seed{seed}"
@@ -67,3 +73,40 @@ def test_a_stale_claim_is_taken_over_and_a_live_one_waited_for(tmp_path):
     assert any(f"eurosat seed 1: being trained by another suite (pid {os.getpid()} on " in m for m in messages)
     assert results(stale)["seed"] == 0 and results(live)["seed"] == 1
     assert owner(claim_path(stale)).startswith(f"pid {os.getpid()} on ")  # taken over: the file names its new owner
+
+
+def test_a_killed_suite_resumes_only_its_unfinished_runs(tmp_path, capsys):
+    """SIGKILL a suite while its second run is mid-training: the same command again skips the finished run,
+    resumes the killed one from its checkpoint (ending like an uninterrupted run) and trains the rest."""
+    bench = tmp_path / "bench"
+    task = datasets.make_vtab(bench, name="eurosat", n_per_split=16, num_classes=3)
+    root = tmp_path / "suite"
+    settings = ["--method", "lora", *TINY_MODEL, "--epochs", "6", "--batch-size", "4", "--warmup-epochs", "0",
+                "--lr", "0.01"]
+    argv = ["suite", root, "--benchmark", bench, *settings, "--loader-workers", "0", "--seeds", "0,1,2"]
+    first, killed, untouched = (root / "eurosat" / f"seed{s}" for s in (0, 1, 2))
+
+    suite = vitune_subprocess(argv)
+    wait_for(lambda: epochs_done(killed) >= 1, suite)
+    suite.send_signal(signal.SIGSTOP)  # frozen, then checked: the second run is really unfinished
+    assert (first / "results.json").is_file() and not (killed / "results.json").exists()
+    assert 1 <= epochs_done(killed) < 6 and not untouched.exists()
+    kill(suite)
+    stamp = (first / "results.json").stat().st_mtime_ns
+
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "eurosat seed 0: finished already" in out
+    started = [line for line in out.splitlines() if f" into {root}" in line]  # "seed S: training into FOLDER"
+    assert len(started) == 2 and "seed 1:" in started[0] and "seed 2:" in started[1]  # seed 0 is not retrained
+    assert (first / "results.json").stat().st_mtime_ns == stamp  # skipped, not retrained
+    statuses = [r["status"] for r in json.loads((root / "suite.json").read_text())["runs"]]
+    assert statuses == ["finished", "trained", "trained"]
+
+    # the resumed run ends as if it had never been killed, each epoch logged once
+    reference = tmp_path / "reference"
+    assert run_cli(["train", *settings, "--data", task, "--seed", "1", "--workers", "0", "--out", reference])[0] == 0
+    assert [row["epoch"] for row in log_rows(killed)] == list(range(6))
+    got, want = adapter_tensors(killed), adapter_tensors(reference)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert results(killed)["accuracy"] == results(reference)["accuracy"]
