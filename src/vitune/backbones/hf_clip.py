@@ -7,8 +7,9 @@ Encoder layers ``vision_model.encoder.layers.{i}`` (``encoder.layers.{i}`` on a 
 and ``mlp`` (``hf_blocks.py``). The patch embedding has no bias and a position table (``nn.Embedding``)
 follows it, where SSF's patch shift goes when merging. ``pre_layrnorm`` is the pre-norm on the embeddings;
 ``post_layernorm`` normalises the pooled class token (the final norm). The visual projection is pretrained
-backbone, not a head; CLIPForImageClassification's ``classifier`` (on the mean patch token) is.
-A CLIP head that starts as CLIP's zero-shot classifier: ``vitune.zero_shot_head``.
+backbone, not a head; CLIPForImageClassification's ``classifier`` (on the mean patch token) is, and so is
+the ``head`` of vitune's :class:`CLIPZeroShotClassifier` (the normalised projected embedding), which
+``vitune.zero_shot_head`` starts as CLIP's zero-shot classifier.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from .base import BackboneFamily, ModelPlaces, register_family
 from .hf_blocks import HFLayerLayout, hf_model_places, is_transformers_model
+from .hf_clip_classifier import CLIPZeroShotClassifier
 
 CLASSES = ("CLIPVisionModel", "CLIPVisionModelWithProjection", "CLIPForImageClassification")
 
@@ -41,11 +43,16 @@ def _places(model: nn.Module) -> ModelPlaces:
     return hf_model_places(
         model, _layout(), encoder=encoder, layers=f"{at}encoder.layers", embeddings=f"{at}embeddings",
         patch_proj=f"{at}embeddings.patch_embedding", final_norm="" if classifier else f"{at}post_layernorm",
-        position_embedding=f"{at}embeddings.position_embedding.weight", heads=("classifier",), num_prefix_tokens=1,
+        position_embedding=f"{at}embeddings.position_embedding.weight", heads=("classifier", "head"),
+        num_prefix_tokens=1,
         unused_modules=(f"{at}post_layernorm",) if classifier else (),
     )
 
 
 HF_CLIP = register_family(
-    BackboneFamily(name="hf_clip", matches=lambda model: is_transformers_model(model, CLASSES), places=_places)
+    BackboneFamily(
+        name="hf_clip",
+        matches=lambda model: isinstance(model, CLIPZeroShotClassifier) or is_transformers_model(model, CLASSES),
+        places=_places,
+    )
 )

@@ -2,7 +2,8 @@
 
 An adapter trained on one set of pretrained weights computes nonsense on another set of the same shapes, and
 nothing in the tensors shows it. So an adapter records the architecture (timm's name and pretrained tag when
-known), the numbers that define the shapes, and a fingerprint of the frozen weights.
+known; a Hugging Face config's model type), the numbers that define the shapes, and a fingerprint of the frozen
+weights.
 
 The fingerprint hashes a fixed sample of every backbone tensor (head excluded): 64 evenly spaced values per
 tensor, rounded to bfloat16, with the tensor's name and shape. That costs well under a millisecond per tensor
@@ -42,11 +43,12 @@ def weights_fingerprint(model: nn.Module, places: ModelPlaces) -> str | None:
 
 def backbone_identity(model: nn.Module, places: ModelPlaces) -> dict:
     """What an adapter records about its backbone (JSON-ready); taken before the method changes the model."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
+    cfg = getattr(model, "pretrained_cfg", None) or {}  # timm's
+    config = getattr(model, "config", None)  # a Hugging Face model's (its Hub name or folder is no identity)
     return {
         **places.describe(),
         "class": f"{type(model).__module__}.{type(model).__name__}",
-        "architecture": cfg.get("architecture"),
+        "architecture": cfg.get("architecture") or getattr(config, "model_type", None),
         "pretrained_tag": cfg.get("tag") or None,
         "num_classes": places.num_classes(model),
         "fingerprint": weights_fingerprint(model, places),
