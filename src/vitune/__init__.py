@@ -26,9 +26,12 @@ from .errors import (  # noqa: E402
 from .io import load_adapter, read_adapter_config, save_adapter, save_merged  # noqa: E402
 from .recommended import recommended_config  # noqa: E402
 from .backbones.weights import WeightsFileError, load_weights  # noqa: E402
+from .backbones.hf_clip_classifier import CLIPZeroShotClassifier  # noqa: E402
+from .zero_shot import zero_shot_head  # noqa: E402
 
 __all__ = [
     "AdapterFileError",
+    "CLIPZeroShotClassifier",
     "BackboneError",
     "ConfigError",
     "NotMergeableError",
@@ -52,4 +55,5 @@ __all__ = [
     "save_merged",
     "trainable_parameters",
     "unwrap",
+    "zero_shot_head",
 ]
