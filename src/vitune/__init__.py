@@ -31,8 +31,8 @@ from .zero_shot import zero_shot_head  # noqa: E402
 
 __all__ = [
     "AdapterFileError",
-    "CLIPZeroShotClassifier",
     "BackboneError",
+    "CLIPZeroShotClassifier",
     "ConfigError",
     "NotMergeableError",
     "UnknownMethodError",
