@@ -141,6 +141,7 @@ def test_dora_is_refused_by_name(tmp_path):
         ({"target_modules": ["qkv", "proj"]}, r"matches 'patch_embed.proj', a Conv2d: vitune's lora adapts nn.Linear"),
         ({"target_modules": ["qkv", "head"], "modules_to_save": None}, r"matches the classifier head 'head'"),
         ({"target_modules": ["nothing"]}, r"key 'target_modules' \['nothing'\] matches no module"),
+        ({"lora_dropout": 1.5}, r"adapter_config.json: LoRAConfig.dropout: must be in \[0, 1\)"),
         ({"rank_pattern": {"blocks.0.attn.qkv": 8}}, r"key 'rank_pattern' gives the adapted layers different values"),
         ({"alpha_pattern": {"blocks.1.attn.qkv": 3}}, r"key 'alpha_pattern' gives the adapted layers different"),
     ],

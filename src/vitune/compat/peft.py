@@ -35,7 +35,7 @@ from ..atomic import atomic_folder
 from ..backbones import find_places
 from ..backbones.base import LINEAR_ROLES
 from ..backbones.targets import linear_targets
-from ..errors import AdapterFileError, VituneError
+from ..errors import AdapterFileError, ConfigError, VituneError
 from ..io import CONFIG_NAME, WEIGHTS_NAME, _check_tensors, _read_config_json, _read_weights
 from ..layers.lora import LoRALinear
 from ..surgery import ModelSnapshot
@@ -97,8 +97,10 @@ def load_peft_lora(model: nn.Module, folder: str | os.PathLike) -> nn.Module:
 
     snapshot = ModelSnapshot(model)
     try:
-        apply(model, "lora", r=r, alpha=alpha, dropout=dropout, **_vitune_targets(model, places, set(targets)))
-        state = model.state_dict()
+        try:
+            apply(model, "lora", r=r, alpha=alpha, dropout=dropout, **_vitune_targets(model, places, set(targets)))
+        except ConfigError as e:  # a value vitune's lora refuses (lora_dropout 1.5, say)
+            raise PeftCompatError(f"{config_path}: {e}") from None
         with torch.no_grad():
             for path in targets:
                 layer = model.get_submodule(path)
@@ -106,8 +108,8 @@ def load_peft_lora(model: nn.Module, folder: str | os.PathLike) -> nn.Module:
                     target = getattr(layer, factor)
                     target.copy_(tensors[f"{PREFIX}{path}.{factor}.weight"].reshape(target.shape))
             for path in saved_modules:
-                for n in model.get_submodule(path).state_dict():
-                    state[f"{path}.{n}"].copy_(tensors[f"{PREFIX}{path}.{n}"])
+                for n, target in model.get_submodule(path).state_dict().items():
+                    target.copy_(tensors[f"{PREFIX}{path}.{n}"])
     except BaseException:
         snapshot.restore()
         raise
