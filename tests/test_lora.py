@@ -69,3 +69,32 @@ def test_dropout_only_in_training():
         assert torch.equal(model(x), model(x))
         model.train()
         assert not torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("targets", [["q", "v"], ["qkv"]])
+def test_forward_and_gradients_equal_the_formula_in_float64(targets):
+    """The fused training form (one block-structured up-projection over the whole output) against
+    y = x W^T + b + (alpha/r) (x A_j^T) B_j^T on each adapted slice, values and every gradient."""
+    model = vitune.apply(make_backbone(), "lora", r=4, alpha=12.0, targets=targets).double()
+    perturb_trainable(model)
+    layer = model.blocks[0].attn.qkv
+    parts = layer.parts or (slice(0, 3 * 64),)
+    x = torch.randn(3, 7, 64, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(3, 7, 192, dtype=torch.float64)
+
+    def reference(x):
+        out = F.linear(x, layer.base_layer.weight, layer.base_layer.bias)
+        updates = [torch.zeros_like(out)]
+        for j, (a, part) in enumerate(zip(layer.lora_A.split(4), parts)):
+            update = torch.zeros_like(out)
+            update[..., part] = 3.0 * F.linear(F.linear(x, a), layer.lora_B[j])
+            updates.append(update)
+        return out + sum(updates)
+
+    inputs = (x, layer.lora_A, layer.lora_B)
+    expected = reference(x)
+    expected_grads = torch.autograd.grad(expected, inputs, upstream)
+    actual = layer(x)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(actual, inputs, upstream), expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

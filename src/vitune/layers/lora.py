@@ -1,7 +1,11 @@
 """LoRA's layer (Hu et al., 2022): a linear layer plus a low-rank branch, W' = W + (alpha/r) B A.
 
 Training computes the factored branch, (x A^T) B^T, never the dense update; :func:`lora_delta_weight` gives
-the dense update for merging.
+the dense update for merging. The branch runs in the layouts of ``layers/low_rank.py`` (the hidden as
+(rank, tokens)), and its up-projection covers the whole output in one product: on a fused qkv with q and v
+adapted, B is laid out block by block over the output columns, zero on k's, so the branch adds into the
+linear's fresh output once instead of into slices of it (an in-place add into a slice makes autograd copy
+the whole output gradient).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .low_rank import add_up_projection, down_project
 from .wrapped_linear import WrappedLinear
 
 
@@ -53,19 +58,20 @@ class LoRALinear(WrappedLinear):
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B)
 
+    def up_weight(self) -> torch.Tensor:
+        """B^T over the whole output, (k*r, out): rows j*r..(j+1)*r hold part j's B^T in its columns, zeros
+        elsewhere (the branch adds exactly 0 outside the adapted parts)."""
+        out_features = self.base_layer.out_features
+        parts = self.parts or (slice(0, out_features),)
+        return torch.cat([F.pad(b.t(), (p.start, out_features - p.stop)) for b, p in zip(self.lora_B, parts)])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
         if self.adapter_disabled:
-            return out
-        hidden = F.linear(self.dropout(x), self.lora_A)  # (..., k*r): one matmul for all parts
-        for j, h in enumerate(hidden.split(self.r, dim=-1)):
-            delta = F.linear(h, self.lora_B[j]) * self.scale
-            if self.parts is None:
-                out = out + delta
-            else:
-                # In place on the linear's fresh output: its backward needs only the input and weight.
-                out[..., self.parts[j]] += delta
-        return out
+            return self.base_layer(x)
+        tokens = x.reshape(-1, self.in_features)
+        hidden_t = down_project(self.dropout(tokens), self.lora_A)  # (k*r, tokens): every part's A at once
+        out = add_up_projection(self.base_layer(tokens), hidden_t, self.up_weight(), self.scale)
+        return out.view(*x.shape[:-1], self.out_features)
 
     def merged(self) -> nn.Linear:
         w, b = self.base_weight64()
