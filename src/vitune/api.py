@@ -188,10 +188,10 @@ def parameter_groups(model: nn.Module, weight_decay: float, *, filter_bias_and_b
     if not filter_bias_and_bn:
         return [{"params": [p for _, p in trainable_parameters(model)], "weight_decay": weight_decay}]
     return param_groups_weight_decay(model, weight_decay=weight_decay,
-                                     no_weight_decay_list=no_weight_decay_names(model))
+                                     no_weight_decay_list=_no_weight_decay_names(model))
 
 
-def no_weight_decay_names(model: nn.Module) -> list[str]:
+def _no_weight_decay_names(model: nn.Module) -> list[str]:
     """Names of the trainable parameters that a module's ``no_weight_decay()`` lists (timm's convention: names
     relative to that module, ``fnmatch`` patterns allowed), matched by their own name or their stock name."""
     model = unwrap(model)
