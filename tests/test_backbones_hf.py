@@ -273,3 +273,59 @@ def test_zero_shot_head_refuses_templates_without_a_place_for_the_name():
     tokenizer = tiny_tokenizer()
     with pytest.raises(vitune.ConfigError, match="template"):
         vitune.zero_shot_head(tiny_clip(len(tokenizer)), tokenizer, CLASSES, templates=["a photo"])
+
+
+def timm_and_hf_vit_with_the_same_weights():
+    """A timm ViT and a transformers ViT holding the same tensors (timm's fused qkv = HF's q, k, v stacked)."""
+    timm_vit = make_backbone("vit", img_size=16, embed_dim=32, mlp_ratio=2.0, num_heads=2)
+    hf = transformers.ViTForImageClassification(transformers.ViTConfig(
+        **{**TINY_VIT, "qkv_bias": True, "layer_norm_eps": 1e-6, "hidden_act": "gelu"})).eval()
+    state = timm_vit.state_dict()
+    mapped = {
+        "vit.embeddings.cls_token": state["cls_token"], "vit.embeddings.position_embeddings": state["pos_embed"],
+        "vit.layernorm.weight": state["norm.weight"], "vit.layernorm.bias": state["norm.bias"],
+        "classifier.weight": state["head.weight"], "classifier.bias": state["head.bias"],
+    }
+    for leaf in ("weight", "bias"):
+        mapped[f"vit.embeddings.patch_embeddings.projection.{leaf}"] = state[f"patch_embed.proj.{leaf}"]
+        for i in range(2):
+            for ours, theirs in [("layernorm_before", "norm1"), ("layernorm_after", "norm2"),
+                                 ("attention.o_proj", "attn.proj"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")]:
+                mapped[f"vit.layers.{i}.{ours}.{leaf}"] = state[f"blocks.{i}.{theirs}.{leaf}"]
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), state[f"blocks.{i}.attn.qkv.{leaf}"].chunk(3)):
+                mapped[f"vit.layers.{i}.attention.{name}.{leaf}"] = part
+    hf.load_state_dict(mapped, strict=True)
+    return timm_vit, hf
+
+
+def hf_name(timm_name: str) -> str:
+    """Where an adapter tensor of the timm ViT sits in the transformers ViT."""
+    name = timm_name.replace(".attn.qkv.", ".attention.q_proj.joined.")
+    for theirs, ours in (("blocks.", "vit.layers."), ("head.", "classifier.")):
+        if name.startswith(theirs):
+            name = ours + name[len(theirs):]
+    return name
+
+
+@pytest.mark.parametrize("method,config", [("repadapter", {}), ("kadaptation", {"n": 8}), ("lora", {"targets": ["qkv"]}),
+                                           ("arc", {})])
+def test_an_adapter_computes_the_same_on_separate_q_k_v_as_on_a_fused_qkv(method, config):
+    """The same weights and adapter tensors give the same outputs in timm's and transformers' ViT, in training too:
+    one adapter before the joined q, k, v draws one dropout mask, as before a fused qkv."""
+    timm_vit, hf = timm_and_hf_vit_with_the_same_weights()
+    x = images(hf)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, timm_vit(x), rtol=0, atol=1e-5)  # the stand-in holds
+    vitune.apply(timm_vit, method, **config)
+    vitune.apply(hf, method, **config)
+    perturb_trainable(timm_vit)
+    trained = {n: t for n, t in timm_vit.state_dict().items() if n in dict(timm_vit.named_parameters())
+               and timm_vit.get_parameter(n).requires_grad}
+    hf.load_state_dict({hf_name(n): t for n, t in trained.items()}, strict=False)
+    assert {hf_name(n) for n in trained} == {n for n, p in hf.named_parameters() if p.requires_grad}
+    for mode in ("eval", "train"):
+        getattr(timm_vit, mode)(), getattr(hf, mode)()
+        torch.manual_seed(3)
+        expected = timm_vit(x)
+        torch.manual_seed(3)
+        torch.testing.assert_close(hf(x).logits, expected, rtol=0, atol=1e-5)
