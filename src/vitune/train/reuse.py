@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import api, io
-from ..errors import DataError, NotMergeableError, RunError
+from ..errors import AdapterFileError, DataError, NotMergeableError, RunError
 from ..methods import get_method
 from .build import load_trained, read_source
 from .config import RunConfig, config_from_dict
@@ -32,6 +32,8 @@ class Located:
 def locate(path: str | Path) -> Located:
     """The adapter folder and, when there is one, its run's configuration."""
     path = Path(path)
+    if not path.exists():  # an adapter file error, like vitune.load_adapter's
+        raise AdapterFileError(f"{path}: adapter folder not found (nor a run folder)")
     if (path / CONFIG).is_file() and (path / ADAPTER).is_dir():
         run_dir, adapter = path, path / ADAPTER
     elif (path / io.CONFIG_NAME).is_file():

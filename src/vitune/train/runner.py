@@ -134,8 +134,10 @@ class _Run:
                               k_shot=tuple(config.k_shot) if config.k_shot else None)
         self.train_split = config.train_split or self.task.default_train
         self.eval_split = config.eval_split or self.task.default_eval
-        for split in (self.train_split, self.eval_split):
+        for split, flag in ((self.train_split, config.train_split), (self.eval_split, config.eval_split)):
             if split not in self.task.splits:
+                if not flag:  # the layout's own split is absent: the data error names its missing file
+                    self.task.samples(split)
                 raise RunError(f"--data {config.data}: no split {split!r}; this task has {', '.join(self.task.splits)}")
 
         self.model, self.source, self.img_size = build_model(
