@@ -84,6 +84,17 @@ def classes_do_not_match_the_head(tmp: Path) -> None:
                                           depth=2, embed_dim=64, num_heads=2, num_classes=10), folder)
 
 
+def eval_data_classes_differ(tmp: Path) -> None:
+    from vitune.train import evaluate_folder, train
+
+    task = make_vtab(tmp, "tiny", n_per_split=8, num_classes=4)
+    train({"method": "lora", "model": "vit_tiny_patch16_224", "data": str(task), "epochs": 1, "batch_size": 4,
+           "warmup_epochs": 0, "workers": 0,
+           "model_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2, "img_size": 32, "patch_size": 8}},
+          tmp / "run")
+    evaluate_folder(tmp / "run", data=str(make_vtab(tmp / "other", "tiny", num_classes=2)))
+
+
 def adapter_folder_missing(tmp: Path) -> None:
     vitune.load_adapter(make_backbone(), tmp / "nowhere")
 
