@@ -143,6 +143,27 @@ class ModelPlaces:
         return None
 
 
+def require_forward(module: nn.Module, reference: type, path: str, expected: str) -> None:
+    """Refuse `module` (at `path`) unless its class's forward IS `reference`'s: a class that rewrites it computes
+    something else than the layout a family's map was read from. `expected` says what that layout is."""
+    if type(module).forward is not reference.forward:
+        raise BackboneError(
+            f"{path} is a {type(module).__module__}.{type(module).__name__}, whose forward is not {expected}"
+        )
+
+
+def require_linear(block: nn.Module, path: str, attr: str, expected: str) -> nn.Linear:
+    """The ``nn.Linear`` at `attr` inside `block` (at `path`), or a BackboneError naming what is there instead."""
+    try:
+        module = block.get_submodule(attr)
+    except AttributeError:
+        module = None
+    if not isinstance(module, nn.Linear):
+        found = type(module).__name__ if module is not None else "nothing"
+        raise BackboneError(f"{path}.{attr} is {found}, expected Linear: {expected}")
+    return module
+
+
 @dataclass(frozen=True)
 class BackboneFamily:
     name: str

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..errors import BackboneError
-from .base import BlockPlaces, ModelPlaces, find_places
+from .base import BlockPlaces, ModelPlaces, find_places, require_forward, require_linear
 
 
 @dataclass(frozen=True)
@@ -51,23 +51,10 @@ class HFLayerLayout:
 
 
 def _require_forward(module: nn.Module, reference: type, path: str, what: str, family: str) -> None:
-    if type(module).forward is not reference.forward:
-        raise BackboneError(
-            f"{path} is a {type(module).__module__}.{type(module).__name__}, whose forward is not transformers' "
-            f"{reference.__name__}.forward: vitune's {family} map was read from that {what} and would place "
-            "adapters where they no longer mean what the methods assume"
-        )
-
-
-def _require_linear(layer: nn.Module, path: str, attr: str, family: str) -> nn.Linear:
-    try:
-        module = layer.get_submodule(attr)
-    except AttributeError:
-        module = None
-    if not isinstance(module, nn.Linear):
-        found = type(module).__name__ if module is not None else "nothing"
-        raise BackboneError(f"{path}.{attr} is {found}, expected Linear (vitune's {family} map)")
-    return module
+    require_forward(module, reference, path, (
+        f"transformers' {reference.__name__}.forward: vitune's {family} map was read from that {what} and would "
+        "place adapters where they no longer mean what the methods assume"
+    ))
 
 
 def hf_block_places(layer: nn.Module, path: str, index: int, layout: HFLayerLayout) -> BlockPlaces:
@@ -76,9 +63,10 @@ def hf_block_places(layer: nn.Module, path: str, index: int, layout: HFLayerLayo
     _require_forward(layer, layout.layer, path, "layer", family)
     _require_forward(layer.get_submodule(layout.attn), layout.attention, f"{path}.{layout.attn}", "attention", family)
     _require_forward(layer.get_submodule(layout.mlp_path), layout.mlp, f"{path}.{layout.mlp_path}", "MLP", family)
-    q = _require_linear(layer, path, layout.q, family)
+    expected = f"vitune's {family} map needs transformers' layer with its linears"
+    q = require_linear(layer, path, layout.q, expected)
     for attr in (layout.k, layout.v, layout.proj, layout.fc1, layout.fc2):
-        _require_linear(layer, path, attr, family)
+        require_linear(layer, path, attr, expected)
 
     def at(attr: str) -> str:
         return f"{path}.{attr}"
