@@ -13,35 +13,21 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import BackboneError
-from .base import BlockPlaces
-
-
-def _require_linear(block: nn.Module, path: str, attr: str, family: str) -> nn.Linear:
-    try:
-        module = block.get_submodule(attr)
-    except AttributeError:
-        module = None
-    if not isinstance(module, nn.Linear):
-        found = type(module).__name__ if module is not None else "nothing"
-        raise BackboneError(
-            f"{path}.{attr} is {found}, expected Linear: vitune's {family} map needs blocks built from timm's "
-            "parts (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2)"
-        )
-    return module
+from .base import BlockPlaces, require_forward, require_linear
 
 
 def timm_block_places(block: nn.Module, path: str, index: int, reference: type, family: str) -> BlockPlaces:
     """The places of one timm pre-norm block at `path`, checked against the `reference` block class."""
-    if type(block).forward is not reference.forward:
-        raise BackboneError(
-            f"{path} is a {type(block).__module__}.{type(block).__name__}, whose forward is not timm's pre-norm "
-            f"{reference.__name__} (X1 = X + drop_path1(ls1(attn(norm1(X)))), X2 = X1 + drop_path2(ls2(mlp("
-            "norm2(X1))))); vitune's methods place adapters relative to that layout and would silently compute "
-            "something else on post-norm (ResPostBlock) or parallel blocks"
-        )
-    qkv = _require_linear(block, path, "attn.qkv", family)
+    require_forward(block, reference, path, (
+        f"timm's pre-norm {reference.__name__} (X1 = X + drop_path1(ls1(attn(norm1(X)))), X2 = X1 + drop_path2(ls2("
+        "mlp(norm2(X1))))); vitune's methods place adapters relative to that layout and would silently compute "
+        "something else on post-norm (ResPostBlock) or parallel blocks"
+    ))
+    expected = (f"vitune's {family} map needs blocks built from timm's parts (norm1, attn.qkv, attn.proj, norm2, "
+                "mlp.fc1, mlp.fc2)")
+    qkv = require_linear(block, path, "attn.qkv", expected)
     for attr in ("attn.proj", "mlp.fc1", "mlp.fc2"):
-        _require_linear(block, path, attr, family)
+        require_linear(block, path, attr, expected)
     if qkv.out_features % 3:
         raise BackboneError(f"{path}.attn.qkv has {qkv.out_features} outputs, not a fused q,k,v")
     part = qkv.out_features // 3  # Swin's head_dim option can make q, k, v wider than the tokens
