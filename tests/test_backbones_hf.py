@@ -186,7 +186,8 @@ def test_adapter_files_round_trip_on_a_bare_encoder(tmp_path):
     """A model without a classifier (CLIPVisionModelWithProjection): the method trains alone, its file reloads."""
     def build():
         torch.manual_seed(0)
-        return transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(**TINY_VISION, projection_dim=16))
+        config = transformers.CLIPVisionConfig(**TINY_VISION, projection_dim=16)
+        return transformers.CLIPVisionModelWithProjection(config)
 
     model = vitune.apply(build(), "repadapter")
     assert vitune.count_parameters(model)["head"] == 0
@@ -307,8 +308,9 @@ def hf_name(timm_name: str) -> str:
     return name
 
 
-@pytest.mark.parametrize("method,config", [("repadapter", {}), ("kadaptation", {"n": 8}), ("lora", {"targets": ["qkv"]}),
-                                           ("arc", {})])
+@pytest.mark.parametrize(
+    "method,config", [("repadapter", {}), ("kadaptation", {"n": 8}), ("lora", {"targets": ["qkv"]}), ("arc", {})]
+)
 def test_an_adapter_computes_the_same_on_separate_q_k_v_as_on_a_fused_qkv(method, config):
     """The same weights and adapter tensors give the same outputs in timm's and transformers' ViT, in training too:
     one adapter before the joined q, k, v draws one dropout mask, as before a fused qkv."""

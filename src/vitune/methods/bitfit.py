@@ -35,5 +35,7 @@ class BitFit(Method):
         return [
             n
             for n, _ in model.named_parameters()
-            if n.endswith(".bias") and self.places.trainable_in_backbone(n) and isinstance(owner_module(model, n), kinds)
+            if n.endswith(".bias")
+            and self.places.trainable_in_backbone(n)
+            and isinstance(owner_module(model, n), kinds)
         ]
