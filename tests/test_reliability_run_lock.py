@@ -69,10 +69,14 @@ def test_a_second_train_on_a_held_run_folder_fails_at_once_and_sigkill_frees_it(
     finally:
         kill(first)  # SIGKILL, mid-run: the kernel drops its lock
 
+    descriptors = len(os.listdir("/proc/self/fd"))
     code, out, err = run_cli(train_args(task, run, *EPOCHS, "--resume"), capsys)
     assert code == 0, err
     assert [row["epoch"] for row in log_rows(run)] == [0, 1, 2] and results(run)["accuracy"] is not None
     assert holder_record(run)["pid"] == os.getpid()  # the lock file names its last holder
+    assert len(os.listdir("/proc/self/fd")) == descriptors  # and the hold ended with the run
+    with claim(run / LOCK) as fd:
+        assert fd is not None
 
 
 # A process that holds a claim and iterates a DataLoader whose worker (forked, as on Linux) hangs in
