@@ -13,7 +13,7 @@ import yaml
 import datasets
 from test_suite_support import ONE_EPOCH, TINY_FLAGS, TINY_MODEL, make_benchmark
 from test_train_support import results, run_cli
-from vitune.errors import ConfigError
+from vitune.errors import ConfigError, DataError
 from vitune.train.search import grid_points, parse_grid, point_name, run_search
 from vitune.train.search_pevit import PevitStrategy, WeightDecayGrid
 
@@ -165,3 +165,10 @@ def test_a_diverging_point_is_recorded_and_skipped(task, tmp_path):
     diverged, trained = document["points"]
     assert diverged["val_accuracy"] is None and "NaN or infinite" in diverged["error"]
     assert document["choice"]["values"] == {"lr": 0.01} == trained["values"]
+
+
+def test_k_shot_short_classes_are_refused_before_training(tmp_path):
+    task = datasets.make_imagefolder(tmp_path, n_per_split=6, num_classes=3, size=8)
+    with pytest.raises(DataError, match="class 0 has 2"):
+        run_search(tmp_path / "s", {"lr": [0.01]}, {**TINY_FLAGS, "data": str(task), "k_shot": [3, 0]})
+    assert not (tmp_path / "s" / "points").exists()

@@ -78,6 +78,7 @@ def search_splits(data: str | Path, few_shot: Sequence[int] | None = None,
     task = open_task(data, few_shot=tuple(few_shot) if few_shot else None,
                      k_shot=tuple(k_shot) if k_shot else None)
     if k_shot:
+        task.samples(KSHOT_TRAIN)  # a class short of K images (or K = 1) is refused before anything trains
         return SearchSplits(KSHOT_TRAIN, KSHOT_VAL, KSHOT, task.default_eval)
     splits = _LAYOUT_SPLITS.get(task.layout)
     if splits is None:
