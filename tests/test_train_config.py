@@ -126,7 +126,7 @@ def test_train_flags_are_the_issue_s_and_timm_s():
     timm_names = {"--opt", "--sched", "--warmup-epochs", "--smoothing", "--drop-path", "--clip-grad", "--amp",
                   "--workers", "--grad-accum-steps", "--momentum", "--opt-eps", "--warmup-lr", "--min-lr",
                   "--sched-on-updates", "--clip-mode", "--validation-batch-size", "--grad-checkpointing"}
-    ours = {"--few-shot", "--eval-interval", "--selection", "--help"}
+    ours = {"--few-shot", "--k-shot", "--eval-interval", "--selection", "--help"}
     assert flags == issue | timm_names | ours
     # every flag but --out/--resume/--help is a RunConfig key
     keys = {f.name for f in dataclasses.fields(RunConfig)}
