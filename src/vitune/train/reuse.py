@@ -116,8 +116,43 @@ def merge_folder(path: str | Path, out: str | Path) -> Path:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"--out {out}: exists and is not empty; choose a new folder for the merged model")
+    existed = out.exists()
     model, source = load_trained(found.adapter)
-    return io.save_merged(api.merge(model), out, data_config=_data_config(model, source, found.run))
+    folder = io.save_merged(api.merge(model), out, data_config=_data_config(model, source, found.run))
+    try:
+        _check_rebuilds(model, folder, config["method"], path)
+    except NotMergeableError:
+        for entry in folder.iterdir():  # written by this call alone: the folder was new or empty
+            entry.unlink()
+        if not existed:
+            folder.rmdir()
+        raise
+    return folder
+
+
+def _check_rebuilds(model, folder: Path, method: str, path) -> None:
+    """The export must rebuild as a user's timm rebuilds it, from its config.json alone (here on the meta
+    device: names and shapes, no weights). A merge can give a bias-less layer a bias that no timm constructor
+    argument brings back (RepAdapter before fc1 on a ViT built with proj_bias=False, whose fc1 and fc2 follow
+    proj); such an export would fail timm's strict load."""
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        stock = timm.create_model(f"local-dir:{folder}", pretrained=False)
+    ours, theirs = model.state_dict(), stock.state_dict()
+    differ = [f"{name} (the merge's, not the rebuilt model's)" for name in ours if name not in theirs]
+    differ += [f"{name} (the rebuilt model's only)" for name in theirs if name not in ours]
+    differ += [f"{name} (shape {tuple(ours[name].shape)} vs {tuple(theirs[name].shape)})"
+               for name in ours if name in theirs and ours[name].shape != theirs[name].shape]
+    if differ:
+        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+        raise NotMergeableError(
+            f"method {method!r} merges into this backbone, but timm cannot rebuild the merged model from its "
+            f"config: {', '.join(differ[:3])}{more}; the merge gave a bias-less layer a bias that no timm "
+            f"constructor argument adds (vitune.merged_model_args: {api.merged_model_args(model) or 'none'}). "
+            f"Nothing was written; use the adapter unmerged (vitune eval {path})"
+        )
 
 
 def _data_config(model, source: dict[str, Any], run) -> dict[str, Any]:
