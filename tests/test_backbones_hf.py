@@ -331,3 +331,13 @@ def test_an_adapter_computes_the_same_on_separate_q_k_v_as_on_a_fused_qkv(method
         expected = timm_vit(x)
         torch.manual_seed(3)
         torch.testing.assert_close(hf(x).logits, expected, rtol=0, atol=1e-5)
+
+
+def test_another_transformers_layout_is_named():
+    """A model whose modules are not where transformers 5 puts them (an older version's vit.encoder.layer)."""
+    model = make_hf_backbone("hf_vit")
+    model.vit.encoder = torch.nn.Module()
+    model.vit.encoder.layer = model.vit.layers
+    del model.vit.layers
+    with pytest.raises(vitune.BackboneError, match=r"lacks a module vitune's hf_vit map expects .*vit\.layers\.N"):
+        vitune.apply(model, "lora")

@@ -120,11 +120,19 @@ def hf_model_places(
     ``vision_model`` ...), `layers` the ModuleList of encoder layers, `embeddings` the module making the tokens,
     `position_embedding` the parameter holding the class position then the patch positions, `unused_modules`
     modules whose output the model's forward drops (``final_norm`` empty when it is one of them)."""
-    inner = model.get_submodule(encoder) if encoder else model
+    try:
+        inner = model.get_submodule(encoder) if encoder else model
+        blocks = tuple(
+            hf_block_places(layer, f"{layers}.{i}", i, layout) for i, layer in enumerate(model.get_submodule(layers))
+        )
+    except AttributeError as e:  # another transformers version's module names
+        import transformers
+
+        raise BackboneError(
+            f"{type(model).__name__} lacks a module vitune's {layout.family} map expects ({e}): the map is read from "
+            f"transformers 5's layout ({layers}.N), and this is transformers {transformers.__version__}"
+        ) from None
     config = inner.config
-    blocks = tuple(
-        hf_block_places(layer, f"{layers}.{i}", i, layout) for i, layer in enumerate(model.get_submodule(layers))
-    )
     if not blocks:
         raise BackboneError(f"this {type(model).__name__} has no encoder layers to adapt")
     proj = model.get_submodule(patch_proj)

@@ -43,12 +43,11 @@ def _places(model: nn.Module) -> ModelPlaces:
     else:
         encoder = "dinov2_with_registers" if registers else "dinov2"
     at = f"{encoder}." if encoder else ""
-    config = (model.get_submodule(encoder) if encoder else model).config
     return hf_model_places(
         model, _layout(registers), encoder=encoder, layers=f"{at}encoder.layer", embeddings=f"{at}embeddings",
         patch_proj=f"{at}embeddings.patch_embeddings.projection", final_norm=f"{at}layernorm",
         position_embedding=f"{at}embeddings.position_embeddings", heads=("classifier",),
-        num_prefix_tokens=1 + (config.num_register_tokens if registers else 0),
+        num_prefix_tokens=1 + (model.config.num_register_tokens if registers else 0),
     )
 
 
