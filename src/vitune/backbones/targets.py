@@ -48,7 +48,7 @@ def linear_targets(
     targets: dict[str, list[slice] | None] = {}
     joins: list[BlockPlaces] = []
     for block in places.blocks:
-        for role in roles:
+        for role in dict.fromkeys(roles):
             if role == "qkv" and not block.qkv:
                 separate = block.linears("qkv")
                 if join:
