@@ -82,47 +82,31 @@ def empty_data_folder(tmp, trained):
     return train(tmp / "empty", tmp / "run")
 
 
-def missing_split_file(tmp, trained):
-    task = vtab(tmp)
-    (task / "test.txt").unlink()
-    return train(task, tmp / "run")
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:200])
 
 
-def empty_split(tmp, trained):
-    task = vtab(tmp)
-    (task / "val200.txt").write_text("\n")
-    return train(task, tmp / "run", "--eval-split", "val200")
+# Data rows: row -> (how a fresh 2-class VTAB-1k task is broken, the train flags that make the run read it)
+BROKEN_DATA = {
+    "missing_split_file": (lambda task: (task / "test.txt").unlink(), []),
+    "empty_split": (lambda task: (task / "val200.txt").write_text("\n"), ["--eval-split", "val200"]),
+    "malformed_split_line": (lambda task: (task / "train800.txt").write_text(
+        "images/train800/000000.jpg 0\nimages/train800/000001.jpg cat\n"), []),
+    "label_out_of_range": (lambda task: (task / "val200.txt").write_text("images/val200/000000.jpg 10\n"),
+                           ["--eval-split", "val200"]),
+    "image_not_found": (lambda task: (task / "images/test/000001.jpg").unlink(), []),
+    "unreadable_image": (lambda task: (task / "images/train800/000000.jpg").write_bytes(b"this is not a jpeg"),
+                         ["--train-split", "train800"]),
+    "truncated_image": (lambda task: truncate(datasets.write_image(task / "images/train800/000000.jpg", 0, 2,
+                                                                   size=64)), ["--train-split", "train800"]),
+}
 
 
-def malformed_split_line(tmp, trained):
-    task = vtab(tmp)
-    (task / "train800.txt").write_text("images/train800/000000.jpg 0\nimages/train800/000001.jpg cat\n")
-    return train(task, tmp / "run")
-
-
-def label_out_of_range(tmp, trained):
-    task = vtab(tmp, "svhn")
-    (task / "val200.txt").write_text("images/val200/000000.jpg 10\n")
-    return train(task, tmp / "run", "--eval-split", "val200")
-
-
-def image_not_found(tmp, trained):
-    task = vtab(tmp)
-    (task / "images/test/000001.jpg").unlink()
-    return train(task, tmp / "run")
-
-
-def unreadable_image(tmp, trained):
-    task = vtab(tmp)
-    (task / "images/train800/000000.jpg").write_bytes(b"this is not a jpeg")
-    return train(task, tmp / "run", "--train-split", "train800")
-
-
-def truncated_image(tmp, trained):
-    task = vtab(tmp)
-    image = datasets.write_image(task / "images/train800/000000.jpg", 0, 2, size=64)
-    image.write_bytes(image.read_bytes()[:200])
-    return train(task, tmp / "run", "--train-split", "train800")
+def broken_data(row: str, tmp: Path) -> list:
+    edit, flags = BROKEN_DATA[row]
+    task = vtab(tmp, "svhn" if row == "label_out_of_range" else "tiny")  # svhn: a task whose class count is known
+    edit(task)
+    return train(task, tmp / "run", *flags)
 
 
 def eval_data_classes_differ(tmp, trained):
@@ -230,6 +214,7 @@ def nan_loss(tmp, trained):
 FROM_THE_CLI = {name: value for name, value in dict(globals()).items()
                 if callable(value) and getattr(value, "__code__", None) is not None
                 and value.__code__.co_varnames[:2] == ("tmp", "trained")}
+FROM_THE_CLI.update({row: (lambda tmp, trained, row=row: broken_data(row, tmp)) for row in BROKEN_DATA})
 # Rows whose cause is around the command, not in its arguments: set up here, then the command is run.
 AROUND = ("run_folder_in_use", "disk_full")
 
