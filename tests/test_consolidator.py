@@ -11,7 +11,7 @@ from torch import nn
 import vitune
 from vitune.errors import ConfigError
 from vitune.io import WEIGHTS_NAME
-from vitune.layers.grouped_linear import channel_shuffle
+from vitune.layers.grouped_linear import channel_shuffle, grouped_product
 from vitune.layers.consolidator import ConsolidatorLinear
 
 from helpers import image_batch, make_backbone, perturb_trainable, vit_b16
@@ -67,6 +67,37 @@ def test_output_matches_dense_formula(shape, shuffle, fc_groups):
     with torch.no_grad():
         torch.testing.assert_close(wrapped(x), F.linear(x, w, b), rtol=1e-5, atol=1e-5)
     assert wrapped.branches[0].weight.shape == (fc_groups[0], shape[1] // fc_groups[0], shape[0] // fc_groups[0])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("fc_groups,rep_bias,base_bias", [((16,), True, True), ((16, 4), False, False)])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_folded_training_form_equals_the_branches_in_float64(shape, shuffle, fc_groups, rep_bias, base_bias, mode):
+    """The folded form (one dense linear, each grouped weight given its blocks of the weight gradient) against
+    y = W0 x + b0 + sum_g GroupFC_g(Shuffle_g(x)) written with the grouped product: values and every gradient."""
+    torch.manual_seed(0)
+    base = nn.Linear(*shape, bias=base_bias).double()
+    wrapped = ConsolidatorLinear(base, fc_groups=fc_groups, with_channel_shuffle=shuffle, rep_bias=rep_bias).double()
+    with torch.no_grad():
+        for p in wrapped.branches.parameters():
+            p.normal_()
+    wrapped.train(mode == "train")
+    base.weight.requires_grad_(False)  # frozen, as the method leaves it; the bias trains (Consolidator's default)
+    x = torch.randn(3, 7, shape[0], dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(3, 7, shape[1], dtype=torch.float64)
+    inputs = [x, *(p for p in wrapped.parameters() if p.requires_grad)]
+
+    expected = base(x)
+    for branch in wrapped.branches:
+        inner = channel_shuffle(x, branch.groups) if shuffle else x
+        expected = expected + grouped_product(inner, branch.weight, branch.bias)
+    expected_grads = torch.autograd.grad(expected, inputs, upstream)
+    actual = wrapped(x)
+    assert actual.grad_fn.name() == "FoldedBranchesBackward"  # the folded form ran, not the branches
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(actual, inputs, upstream), expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_branch_without_bias():
