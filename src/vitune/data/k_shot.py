@@ -1,6 +1,6 @@
 """ELEVATER-style K-shot sampling: K images per class drawn from a task's training split with a seed.
 
-This is the few-shot protocol of the ELEVATER toolkit that KAdaptation/PEViT train with (methods.md 5.6):
+This is the few-shot protocol of the ELEVATER toolkit that KAdaptation/PEViT train with (docs/training.md):
 the training split is shuffled with a seeded generator and the first K images of every class are kept; the
 first ceil(K / 5) kept images of each class (a fifth, rounded up) are the validation split and the rest the
 training split, and the final run trains on all K. Here the shuffle is Python's ``random.Random(seed)`` over

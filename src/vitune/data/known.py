@@ -9,7 +9,8 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping
 
-# VTAB-1k, under both the NOAH/RepAdapter/ARC folder names and Consolidator's (methods.md 0.3).
+# VTAB-1k, under both the NOAH/RepAdapter/ARC folder names and Consolidator's: the class_num of RepAdapter's
+# configs/repblock/*.yaml, ARC's Data_process/VTAB_config.py and Consolidator's lib/datasets.py, which agree.
 KNOWN_VTAB_CLASSES: Mapping[str, int] = MappingProxyType({
     "cifar": 100, "cifar100": 100,
     "caltech101": 102,

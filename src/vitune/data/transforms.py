@@ -1,9 +1,10 @@
 """The two transform recipes of the PETL benchmarks, built with timm's ``create_transform``.
 
 - ``vtab``: resize to img_size x img_size (bicubic), no augmentation, the same for training and evaluation:
-  the VTAB-1k recipe of RepAdapter, ARC and Consolidator (methods.md 1.5, 4.6).
+  the VTAB-1k recipe of RepAdapter, ARC and Consolidator (the official RepAdapter train.py and dataset.py,
+  whose loader ARC reuses; Consolidator's lib/datasets.py with --direct_resize).
 - ``fgvc``: training takes a random resized crop (scale 0.08-1, bicubic) and a horizontal flip; evaluation
-  resizes the shorter side to img_size / 0.875 and takes the centre crop (AdaptFormer's recipe, 3.6).
+  resizes the shorter side to img_size / 0.875 and takes the centre crop (AdaptFormer's main_image.py).
 
 Normalisation is an explicit choice, recorded with the rest in the returned ``info``:
 ``imagenet`` (timm's IMAGENET_DEFAULT_MEAN/STD, the VTAB recipes'), ``inception`` (0.5 / 0.5, Google's

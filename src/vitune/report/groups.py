@@ -1,4 +1,4 @@
-"""VTAB-1k's task groups, under the NOAH/RepAdapter/ARC folder names and Consolidator's (methods.md 0.3)."""
+"""VTAB-1k's task groups, under the NOAH/RepAdapter/ARC folder names and Consolidator's (docs/data.md)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
 """``vitune search``: a hyper-parameter search that selects on the validation split and tests the winner once.
 
-Part A of methods.md: every point trains on the train split (VTAB-1k: ``train800``) and is scored on the
-validation split (``val200``); the chosen point is retrained on train+val (``train800val200``) and evaluated
-on the test split, once. Nothing is chosen on test. Which points are tried is the strategy's: ``grid`` (every
-combination of ``--grid`` values; the best validation accuracy wins, ties to the first in grid order) or
-``pevit`` (search_pevit.py: PEViT's learning-rate decades x weight-decay bisection). Without ``--grid`` and
-``--strategy``, the recipe's published search is used (``search:`` in the recipe). The search root holds one
-run folder per point, the final run, and ``search.json``:
+vitune's protocol (docs/benchmarks-vtab.md, "No selection on test"): every point trains on the train split
+(VTAB-1k: ``train800``) and is scored on the validation split (``val200``); the chosen point is retrained on
+train+val (``train800val200``) and evaluated on the test split, once. Nothing is chosen on test. Which points
+are tried is the strategy's: ``grid`` (every combination of ``--grid`` values; the best validation accuracy
+wins, ties to the first in grid order) or ``pevit`` (search_pevit.py: PEViT's learning-rate decades x
+weight-decay bisection). Without ``--grid`` and ``--strategy``, the recipe's published search is used
+(``search:`` in the recipe). The search root holds one run folder per point, the final run, and
+``search.json``:
 
     RUN_ROOT/
       search.json            the strategy, every point's validation accuracy, the choice, the test accuracy

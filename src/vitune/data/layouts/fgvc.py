@@ -1,4 +1,4 @@
-"""FGVC in the VPT JSON layout (methods.md 0.4): each split a JSON object ``{relative image path: class id}``.
+"""FGVC in the VPT JSON layout (docs/data.md): each split a JSON object ``{relative image path: class id}``.
 
 ::
 

@@ -1,4 +1,5 @@
-"""VTAB-1k in the NOAH layout (methods.md 0.3): four split files of ``<relative path> <label>`` lines.
+"""VTAB-1k in the NOAH layout (NOAH's data/vtab-source/get_vtab1k.py; docs/data.md): four split files of
+``<relative path> <label>`` lines.
 
 ::
 
