@@ -107,7 +107,7 @@ def test_shared_projection_learns_from_every_layer(position, place, active):
 
 
 def test_every_arc_tensor_trains():
-    """Part A: ARC's own tensors train (the official VTAB script left them frozen)."""
+    """ARC's own tensors train (the official VTAB script left them frozen; docs/methods/arc.md)."""
     model = vitune.apply(make_backbone("vit"), "arc").train()
     arc_names = [n for n, _ in model.named_parameters() if n.startswith("arc_shared.") or ".adapter." in n]
     params = dict(model.named_parameters())
