@@ -13,6 +13,9 @@ The embedded backbone's name (``dinov2_small_focus``, embedded.py) works like a 
 it resolves to the cached ``local-dir:`` folder. The weights file of a ``local-dir:`` folder is hashed like a
 ``--weights`` file.
 
+A local Hugging Face folder, ``hf:PATH``, is built by ``hf_create.py`` (transformers' Auto classes); its
+files are hashed together like a ``--weights`` file.
+
 The returned ``source`` dict is JSON-ready and holds everything :func:`recreate_backbone` needs, including the
 weights file's sha256, so an adapter folder that records it can rebuild its backbone on its own.
 """
@@ -31,6 +34,8 @@ from torch import nn
 
 from ..errors import RunError
 from .embedded import resolve_embedded
+from .hf_create import CONFIG as HF_CONFIG
+from .hf_create import HF_PREFIX, create_hf_backbone, folder_sha256, hf_folder, read_processor_config, rebuild_on_meta
 from .weights import WeightsFileError, load_weights
 
 
@@ -97,6 +102,9 @@ def create_backbone(
     for reserved in ("num_classes", "pretrained", "pretrained_cfg_overlay", "drop_path_rate", "checkpoint_path"):
         if reserved in kwargs:
             raise RunError(f"--model-kwargs {reserved}=... is set by vitune itself; use its own flag instead")
+    if hf_folder(name) is not None:
+        return _create_hf(name, num_classes=num_classes, model_kwargs=kwargs, weights=weights, drop_path=drop_path,
+                          init_seed=init_seed)
     if drop_path:
         kwargs["drop_path_rate"] = drop_path
     weights_path = str(Path(weights).resolve()) if weights is not None else None
@@ -147,6 +155,28 @@ def create_backbone(
     return model, source
 
 
+def _create_hf(name: str, *, num_classes: int, model_kwargs: dict[str, Any], weights, drop_path: float,
+               init_seed: int) -> tuple[nn.Module, dict[str, Any]]:
+    """``hf:PATH``: the folder is the pretrained weights; its files' digest is recorded as a weights file's."""
+    if weights is not None:
+        raise RunError(f"--model {name}: the folder holds the weights; --weights PATH is for timm models")
+    model, facts = create_hf_backbone(name, num_classes=num_classes, model_kwargs=model_kwargs, drop_path=drop_path,
+                                      init_seed=init_seed)
+    source = {
+        "model": HF_PREFIX + facts["folder"],  # absolute: eval and merge work from any directory
+        "model_kwargs": model_kwargs,
+        "num_classes": num_classes,
+        "drop_path": drop_path,
+        "pretrained": True,
+        "weights": None,
+        "weights_sha256": facts["sha256"],
+        "init_seed": init_seed,
+        "pretrained_tag": None,
+        "input_size": facts["img_size"],
+    }
+    return model, source
+
+
 def recreate_backbone(source: dict[str, Any]) -> nn.Module:
     """The backbone a ``source`` dict (from :func:`create_backbone`) describes, same weights, same head init.
 
@@ -156,7 +186,10 @@ def recreate_backbone(source: dict[str, Any]) -> nn.Module:
     checked = weights
     if checked is None and source.get("pretrained"):
         checked = local_dir_weights(timm_name(source["model"]))
-    if checked is not None:
+    folder = hf_folder(source["model"])
+    if folder is not None:
+        _check_hf_folder(folder, source)
+    elif checked is not None:
         if not Path(checked).is_file():
             raise RunError(f"the backbone's weights file {checked} is gone; the adapter was trained on it")
         digest = file_sha256(checked)
@@ -176,3 +209,29 @@ def recreate_backbone(source: dict[str, Any]) -> nn.Module:
         warn=False,
     )
     return model
+
+
+def _check_hf_folder(folder: Path, source: dict[str, Any]) -> None:
+    if not (folder / HF_CONFIG).is_file():
+        raise RunError(f"the backbone's folder {folder} is gone (no {HF_CONFIG}); the adapter was trained on it")
+    digest = folder_sha256(folder)
+    if source.get("weights_sha256") not in (None, digest):
+        raise RunError(
+            f"the backbone's folder {folder} has changed since training "
+            f"(sha256 of its files {digest[:12]}..., recorded {source['weights_sha256'][:12]}...)"
+        )
+
+
+def source_processor_config(source: dict[str, Any]) -> dict[str, Any] | None:
+    """The image processor config of an ``hf:`` backbone's folder (for its merged export); None for timm."""
+    folder = hf_folder(source["model"])
+    return read_processor_config(folder) if folder is not None else None
+
+
+def rebuild_merged_on_meta(folder: str | os.PathLike, source: dict[str, Any]) -> nn.Module:
+    """The model a merged export's ``config.json`` alone rebuilds, as its user's library rebuilds it (timm's
+    ``local-dir:`` or transformers' Auto class), on the meta device: names and shapes, no weights."""
+    if hf_folder(source["model"]) is not None:
+        return rebuild_on_meta(Path(folder))
+    with torch.device("meta"):
+        return timm.create_model(f"{LOCAL_DIR}{folder}", pretrained=False)

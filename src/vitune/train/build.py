@@ -57,7 +57,9 @@ def build_model(config: RunConfig, num_classes: int, *, warn: bool = True) -> tu
         init_seed=config.seed,
         warn=warn,
     )
-    size = input_size(model)  # read from the plain backbone: the family's map needs its own modules
+    # A Hugging Face folder's size comes from its image processor; otherwise the plain backbone's (the
+    # family's map needs its own modules, so it is read before the method is applied).
+    size = source.get("input_size") or input_size(model)
     api.apply(model, config.method, **method_config)
     if config.grad_checkpointing:
         if not hasattr(model, "set_grad_checkpointing"):

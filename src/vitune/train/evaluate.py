@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .distributed import DistEnv, all_sum
+from .logits import logits_of
 from .precision import Precision
 
 
@@ -47,7 +48,7 @@ def evaluate(
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with precision.autocast():
-            logits = model(images)
+            logits = logits_of(model(images))
         correct += (logits.argmax(-1) == labels).sum()
         seen += labels.shape[0]
     model.train(was_training)

@@ -13,6 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..errors import NonFiniteLossError
+from .logits import logits_of
 from .precision import Precision
 
 
@@ -85,7 +86,7 @@ def train_one_epoch(
             sync = model.no_sync()
         with sync:
             with precision.autocast():
-                logits = model(images)
+                logits = logits_of(model(images))
                 loss = loss_fn(logits, labels)
             scaled = loss / grad_accum_steps
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
