@@ -243,7 +243,8 @@ MERGED_CONFIG = "config.json"
 MERGED_WEIGHTS = "model.safetensors"
 
 
-def save_merged(model: nn.Module, folder: str | os.PathLike, *, data_config: dict[str, Any] | None = None) -> Path:
+def save_merged(model: nn.Module, folder: str | os.PathLike, *, data_config: dict[str, Any] | None = None,
+                processor_config: dict[str, Any] | None = None) -> Path:
     """Write a merged (plain) model as a timm ``local-dir:`` folder: ``config.json`` + ``model.safetensors``.
 
     ``timm.create_model("local-dir:FOLDER", pretrained=True)`` then rebuilds it without vitune: the config
@@ -251,6 +252,10 @@ def save_merged(model: nn.Module, folder: str | os.PathLike, *, data_config: dic
     (``merged_model_args``). `data_config` (timm's keys: ``mean``, ``std``, ``input_size``, ``interpolation``,
     ``crop_pct``) records the preprocessing the adapter was trained with, so
     ``timm.data.resolve_data_config(model=...)`` gives it back. Returns the folder.
+
+    A Hugging Face transformers model is written with its own ``save_pretrained`` (its config updated with
+    ``merged_model_args``, so ``from_pretrained(FOLDER)`` rebuilds it strictly) and `processor_config` (its
+    source folder's image processor, with `data_config`'s mean, std and size) as ``preprocessor_config.json``.
     """
     from timm.models._hub import save_config_for_hf
 
@@ -260,6 +265,8 @@ def save_merged(model: nn.Module, folder: str | os.PathLike, *, data_config: dic
         raise VituneError(
             f"save_merged: method {method.name!r} is still applied; call vitune.merge(model) first"
         )
+    if callable(getattr(model, "save_pretrained", None)):
+        return _save_merged_pretrained(model, Path(folder).resolve(), data_config, processor_config)
     if not hasattr(model, "pretrained_cfg"):
         raise VituneError("save_merged writes timm models; this model has no timm pretrained_cfg")
     folder = Path(folder).resolve()
@@ -268,6 +275,29 @@ def save_merged(model: nn.Module, folder: str | os.PathLike, *, data_config: dic
         (tmp / MERGED_WEIGHTS).write_bytes(save(tensors, metadata={"format": "pt"}))
         save_config_for_hf(model, str(tmp / MERGED_CONFIG), model_args=merged_model_args(model), data_config=data_config)
     return folder
+
+
+def _save_merged_pretrained(model: nn.Module, folder: Path, data_config: dict[str, Any] | None,
+                            processor_config: dict[str, Any] | None) -> Path:
+    from .backbones.hf_create import PROCESSOR, export_processor_config, quiet
+
+    # The merged model's own config says what the merge gave it (a q, k, v bias), so it describes it truly.
+    model.config.update(merged_model_args(model))
+    processor = export_processor_config(processor_config or {}, data_config)
+    with atomic_folder(folder, keep=lambda entry: False) as tmp:
+        with quiet():
+            model.save_pretrained(tmp)
+        if processor:
+            (tmp / PROCESSOR).write_text(json.dumps(processor, indent=2) + "\n")
+    return folder
+
+
+def load_hint(folder: str | os.PathLike) -> str:
+    """How a user loads a merged export without vitune: timm's ``local-dir:`` or transformers' Auto class."""
+    config = json.loads((Path(folder) / MERGED_CONFIG).read_text())
+    if "model_type" in config:
+        return f'transformers.AutoModelForImageClassification.from_pretrained("{folder}")'
+    return f'timm.create_model("local-dir:{folder}", pretrained=True)'
 
 
 def adapter_bytes(folder: str | os.PathLike) -> int:
