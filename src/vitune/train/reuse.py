@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import api, io
+from ..backbones.create import rebuild_merged_on_meta, source_processor_config
 from ..errors import AdapterFileError, DataError, NotMergeableError, RunError
 from ..methods import get_method
 from .build import load_trained, read_source
@@ -118,9 +119,10 @@ def merge_folder(path: str | Path, out: str | Path) -> Path:
         raise RunError(f"--out {out}: exists and is not empty; choose a new folder for the merged model")
     existed = out.exists()
     model, source = load_trained(found.adapter)
-    folder = io.save_merged(api.merge(model), out, data_config=_data_config(model, source, found.run))
+    folder = io.save_merged(api.merge(model), out, data_config=_data_config(model, source, found.run),
+                            processor_config=source_processor_config(source))
     try:
-        _check_rebuilds(model, folder, config["method"], path)
+        _check_rebuilds(model, folder, source, config["method"], path)
     except NotMergeableError:
         for entry in folder.iterdir():  # written by this call alone: the folder was new or empty
             entry.unlink()
@@ -130,16 +132,12 @@ def merge_folder(path: str | Path, out: str | Path) -> Path:
     return folder
 
 
-def _check_rebuilds(model, folder: Path, method: str, path) -> None:
+def _check_rebuilds(model, folder: Path, source: dict[str, Any], method: str, path) -> None:
     """The export must rebuild as a user's timm rebuilds it, from its config.json alone (here on the meta
     device: names and shapes, no weights). A merge can give a bias-less layer a bias that no timm constructor
     argument brings back (RepAdapter before fc1 on a ViT built with proj_bias=False, whose fc1 and fc2 follow
     proj); such an export would fail timm's strict load."""
-    import timm
-    import torch
-
-    with torch.device("meta"):
-        stock = timm.create_model(f"local-dir:{folder}", pretrained=False)
+    stock = rebuild_merged_on_meta(folder, source)  # a Hugging Face export: by transformers' Auto class
     ours, theirs = model.state_dict(), stock.state_dict()
     differ = [f"{name} (the merge's, not the rebuilt model's)" for name in ours if name not in theirs]
     differ += [f"{name} (the rebuilt model's only)" for name in theirs if name not in ours]
