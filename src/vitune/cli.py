@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", metavar="DIR", help="dataset folder (default: the run's)")
     e.add_argument("--split", metavar="NAME", help="split to evaluate (default: the run's eval split)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
-    m = sub.add_parser("merge", help="merge a trained adapter into its backbone; write a timm local-dir folder")
+    m = sub.add_parser("merge", help="merge a trained adapter into its backbone; write a timm local-dir folder "
+                       "(a transformers save_pretrained folder for an hf: model)")
     m.add_argument("folder", metavar="RUN_DIR_OR_ADAPTER_DIR")
     m.add_argument("--out", required=True, metavar="FOLDER", help="new folder: config.json + model.safetensors")
     return parser
@@ -388,11 +389,11 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
+    from .io import load_hint
     from .train import merge_folder
 
     folder = merge_folder(args.folder, args.out)
-    print(f"merged model written to {folder}; load it without vitune: "
-          f"timm.create_model(\"local-dir:{folder}\", pretrained=True)")
+    print(f"merged model written to {folder}; load it without vitune: {load_hint(folder)}")
     return 0
 
 
