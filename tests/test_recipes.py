@@ -3,6 +3,8 @@ them, per-dataset keys are real task names, the published grids are the sources'
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -48,6 +50,18 @@ def test_vitune_recipes_lists_every_recipe(capsys):
         assert row.name in out and row.source
     assert {r.name for r in recipe_rows()} == set(builtin_recipes())
     assert any(r.benchmark == "ELEVATER" and r.method == "kadaptation" for r in recipe_rows())
+
+
+def test_training_md_recipe_table_lists_every_recipe():
+    """docs/training.md's recipe table has one row per built-in recipe, with its method and benchmark."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    section = page[page.index("### Recipes"):].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 5:
+            rows[cells[0].strip("`")] = (cells[1], cells[2])
+    assert rows == {r.name: (r.method, r.benchmark) for r in recipe_rows()}
 
 
 @pytest.mark.parametrize("name", builtin_recipes())
