@@ -16,6 +16,7 @@ import yaml
 
 import datasets
 from test_train_support import results, run_cli
+from vitune.backbones.create import create_backbone
 from vitune.errors import RunError
 from vitune.train.build import load_trained
 from vitune.train.logits import logits_of
@@ -132,3 +133,18 @@ def test_logits_of_reads_a_tensor_or_a_model_output():
     assert logits_of(transformers.modeling_outputs.ImageClassifierOutput(logits=logits)) is logits
     with pytest.raises(RunError, match="neither a tensor"):
         logits_of((logits,))
+
+
+def test_img_size_and_config_fields(hf_folders):
+    """--img-size where the model takes it (DINOv2 interpolates), refused where it does not (ViT); --model-kwargs
+    set config fields, and one that changes a backbone shape is refused naming the tensors."""
+    model, source = create_backbone(f"hf:{hf_folders['dinov2']}", num_classes=3, drop_path=0.1,
+                                    model_kwargs={"img_size": 56, "hidden_dropout_prob": 0.1})
+    assert source["input_size"] == 56 and model.pretrained_cfg["input_size"] == (3, 56, 56)
+    assert model.config.drop_path_rate == 0.1 and model.config.hidden_dropout_prob == 0.1
+    with pytest.raises(RunError, match="does not take 48x48 images"):
+        create_backbone(f"hf:{hf_folders['vit']}", num_classes=3, model_kwargs={"img_size": 48})
+    with pytest.raises(RunError, match="has no field 'nope'"):
+        create_backbone(f"hf:{hf_folders['vit']}", num_classes=3, model_kwargs={"nope": 1})
+    with pytest.raises(RunError, match="do not fit the backbone.*vit.embeddings"):
+        create_backbone(f"hf:{hf_folders['vit']}", num_classes=3, model_kwargs={"hidden_size": 64})
