@@ -94,7 +94,7 @@ def test_folded_training_form_equals_the_branches_in_float64(shape, shuffle, fc_
         expected = expected + grouped_product(inner, branch.weight, branch.bias)
     expected_grads = torch.autograd.grad(expected, inputs, upstream)
     actual = wrapped(x)
-    assert actual.grad_fn.name() == "FoldedBranchesBackward"  # the folded form ran, not the branches
+    assert actual.grad_fn.name() == "FoldedLinearBackward"  # the folded form ran, not the branches
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
     for got, want in zip(torch.autograd.grad(actual, inputs, upstream), expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

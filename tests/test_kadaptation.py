@@ -141,3 +141,34 @@ def test_training_dropout_acts_on_the_update_matrix():
 def test_width_must_divide_by_n():
     with pytest.raises(vitune.ConfigError, match="multiple of n"):
         vitune.apply(make_backbone("vit"), "kadaptation", n=5)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_training_forms_equal_the_kronecker_formula_in_float64(dropout):
+    """Both training forms -- factored (no dropout) and the dropped dense update folded into the q and v rows
+    of the weight -- against y = x W^T + b, y_q += kappa x Dropout(H_q) + bias (same for v), with H built by
+    torch.kron: values and the gradients of the input, every factor and the bias."""
+    model = adapted(dropout=dropout).double().train()
+    layer = model.blocks[0].attn.qkv
+    x = torch.randn(2, 7, D, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 7, 3 * D, dtype=torch.float64)
+    inputs = [x, *model.kadaptation_shared.parameters(), *(p for n, p in layer.named_parameters()
+                                                         if p.requires_grad and "base_layer" not in n)]
+    assert len(inputs) == 1 + 4 + 5
+
+    torch.manual_seed(5)
+    actual = layer(x)
+    # The layer draws one mask per role, q then v, over H^T (entry (o, i) drops H[i, o]): draw them again.
+    torch.manual_seed(5)
+    masks = {role: F.dropout(torch.ones(D, D, dtype=torch.float64), dropout).t() for role in ("q", "v")}
+    expected = F.linear(x, layer.base_layer.weight, layer.base_layer.bias)
+    updates = [torch.zeros_like(expected)]
+    for role, part in (("q", Q), ("v", V)):
+        update = torch.zeros_like(expected)
+        update[..., part] = 160.0 * x @ (kron_update(model, layer, role) * masks[role]) + layer.bias_update
+        updates.append(update)
+    expected = expected + sum(updates)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    got = torch.autograd.grad(actual, inputs, upstream)
+    for name, g, want in zip(range(len(inputs)), got, torch.autograd.grad(expected, inputs, upstream)):
+        torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12, msg=f"gradient of input {name}")

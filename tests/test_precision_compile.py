@@ -30,3 +30,21 @@ def test_training_step_compiles_without_graph_breaks(method):
     got = _gradients(compiled, x)
     for name, grad in expected.items():
         torch.testing.assert_close(got[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("method,config", [("kadaptation", {"n": 8, "dropout": 0.5}), ("consolidator", {"fc_groups": [16]})])
+def test_folded_training_forms_compile_in_training_mode(method, config):
+    """The training forms that fold an update into the weight (layers/folded_linear.py: a custom autograd
+    function) trace in one graph in training mode too, dropout masks included, and give eager's gradients."""
+    torch._dynamo.reset()
+    model = vitune.apply(make_backbone(), method, **config).train()
+    perturb_trainable(model)
+    x = image_batch(model)
+    torch.manual_seed(0)
+    expected = _gradients(model, x)
+    model.zero_grad(set_to_none=True)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    torch.manual_seed(0)  # the same dropout masks
+    got = _gradients(compiled, x)
+    for name, grad in expected.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-5, atol=1e-6, msg=name)

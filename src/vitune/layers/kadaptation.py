@@ -2,9 +2,18 @@
 
 For each of q and v, H = sum_{i=1..n} A_i kron B_i (D x D) with rank-one factors: A_i = a_i b_i^T (n x n,
 "slow", shared by every block: :func:`kadaptation_rules`) and B_i = u_i v_i^T (D/n x D/n, "fast", per block).
-Since kron(a b^T, u v^T) = (a kron u)(b kron v)^T, H = L R^T with L, R of shape (D, n): without dropout the
-update is computed as ((x L) R^T), never forming H. Dropout acts on the matrix H itself (the paper's and
-official code's semantics), so a training forward with dropout > 0 forms each block's H densely.
+Since kron(a b^T, u v^T) = (a kron u)(b kron v)^T, H = L R^T with L, R of shape (D, n).
+
+The same math takes one of two training forms:
+- without dropout (dropout 0, or eval): x L R^T, never forming H, in the layouts of ``layers/low_rank.py``:
+  x [L_q L_v] in one product, then, the layer running as one product per row range of its weight (q, k, v,
+  concatenated), each role's R^T added onto its rows' product (no in-place adds into slices of one output).
+- with dropout, which acts on the matrix H itself (the paper's and official code's semantics): a random mask
+  on the D x D entries has no low-rank structure, so x Dropout(H) needs H densely, and its gradient the dense
+  x^T g (D x D per role, from every token): those products are the method's own cost. Rather than adding
+  x Dropout(H) to the output (a second product per role, forward and backward), the dropped update joins the
+  role's rows of the weight, W_q + kappa Dropout(H_q)^T, and the layer runs as one dense linear whose only
+  extra work is the weight gradient of those rows (``layers/folded_linear.py``).
 Merge: W_q' = W_q + kappa * H_q^T, b_q' = b_q + bias (same for v).
 """
 
@@ -18,6 +27,8 @@ from torch import nn
 
 from ..errors import BackboneError
 from .base import SharedTensors
+from .folded_linear import FoldedLinear
+from .low_rank import add_up_projection, down_project
 from .wrapped_linear import WrappedLinear
 
 ROLES = ("q", "v")
@@ -64,6 +75,10 @@ class KAdaptationLinear(WrappedLinear):
         # Not registered: the shared rules must appear once in the state_dict (on the model root).
         object.__setattr__(self, "_rules", rules)
         self.parts = {"q": q, "v": v}
+        # The output's row ranges in order, each with the role whose update it takes (None: left as it is).
+        bounds = sorted({0, base_layer.out_features, q.start, q.stop, v.start, v.stop})
+        roles = {(p.start, p.stop): role for role, p in self.parts.items()}
+        self.segments = [(slice(a, b), roles.get((a, b))) for a, b in zip(bounds, bounds[1:])]
         self.n, self.scale = n, scale
         factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
         for role in ROLES:
@@ -94,22 +109,37 @@ class KAdaptationLinear(WrappedLinear):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
         if self.adapter_disabled:
-            return out
-        (lq, rq), (lv, rv) = self.factors("q"), self.factors("v")
+            return self.base_layer(x)
+        factors = {role: self.factors(role) for role in ROLES}
+        weight, bias = self.base_layer.weight, self.base_layer.bias
         if self.dropout is not None and self.training:
-            # Dropout on the matrix H: the faithful form needs H itself, one (D, D) matrix per role.
-            dq = x @ self.dropout(lq @ rq.t())
-            dv = x @ self.dropout(lv @ rv.t())
-        else:
-            hidden = F.linear(x, torch.cat([lq, lv], dim=1).t())  # (..., 2n): x L_q and x L_v at once
-            dq = F.linear(hidden[..., : self.n], rq)
-            dv = F.linear(hidden[..., self.n :], rv)
-        # In place on the linear's fresh output: its backward needs only the input and weight.
-        out[..., self.parts["q"]] += self.scale * dq + self.bias_update
-        out[..., self.parts["v"]] += self.scale * dv + self.bias_update
-        return out
+            # Each role's dropped update joins its rows of the weight. Dropout(H)^T is dropout on H^T: a mask
+            # drawn entry by entry, transposed.
+            updates, tensors = [], []
+            for role in ROLES:
+                left, right = factors[role]
+                part = self.parts[role]
+                updates.append(("rows", part.start, part.stop))
+                tensors += [self.scale * self.dropout(right @ left.t()), None]
+                # The shared bias joins the layer's bias (a tensor passed twice would stop torch.compile).
+                shift = F.pad(self.bias_update, (part.start, self.out_features - part.stop))
+                bias = shift if bias is None else bias + shift
+            return FoldedLinear.apply(x, weight, bias, tuple(updates), *tensors)
+        tokens = x.reshape(-1, self.in_features)
+        # (2n, tokens): x L_q and x L_v in one product
+        hidden_t = down_project(tokens, torch.cat([factors[role][0] for role in ROLES], dim=1).t())
+        pieces = []
+        for rows, role in self.segments:  # each row range of the weight, one product each
+            b = bias[rows] if bias is not None else None
+            piece = F.linear(tokens, weight[rows], b)
+            if role is not None:
+                k = ROLES.index(role)
+                up = factors[role][1].t().contiguous()  # R^T, (n, D) row-major (layers/low_rank.py)
+                piece = add_up_projection(piece + self.bias_update, hidden_t[k * self.n:(k + 1) * self.n], up,
+                                          self.scale)
+            pieces.append(piece)
+        return torch.cat(pieces, dim=-1).view(*x.shape[:-1], self.out_features)
 
     def merged(self) -> nn.Linear:
         w, b = self.base_weight64()

@@ -13,10 +13,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .low_rank import add_up_projection, down_project
+from .low_rank import add_up_projection, down_project, spread_columns
 from .wrapped_linear import WrappedLinear
 
 
@@ -62,8 +61,7 @@ class LoRALinear(WrappedLinear):
         """B^T over the whole output, (k*r, out): rows j*r..(j+1)*r hold part j's B^T in its columns, zeros
         elsewhere (the branch adds exactly 0 outside the adapted parts)."""
         out_features = self.base_layer.out_features
-        parts = self.parts or (slice(0, out_features),)
-        return torch.cat([F.pad(b.t(), (p.start, out_features - p.stop)) for b, p in zip(self.lora_B, parts)])
+        return spread_columns([b.t() for b in self.lora_B], self.parts or (slice(0, out_features),), out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.adapter_disabled:

@@ -11,6 +11,7 @@ weight as (r, features): each product autograd forms then has the narrow width a
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def down_project(tokens: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -23,3 +24,9 @@ def add_up_projection(out: torch.Tensor, hidden_t: torch.Tensor, weight_t: torch
     """out + scale * hidden_t^T @ weight_t: (tokens, features) from the (r, tokens) hidden and a row-major
     (r, features) weight, in one product added to `out` (its gradient passes to `out` unchanged)."""
     return torch.addmm(out, hidden_t.t(), weight_t, alpha=scale)
+
+
+def spread_columns(blocks: list[torch.Tensor], parts: tuple[slice, ...], width: int) -> torch.Tensor:
+    """Each (rows, part width) block laid into its part's columns of a zero (rows, `width`) matrix, the blocks
+    stacked: one up-projection over a whole output that adds exactly 0 outside the parts."""
+    return torch.cat([F.pad(block, (part.start, width - part.stop)) for block, part in zip(blocks, parts)])
