@@ -109,7 +109,8 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: frozenset[str] = fro
 
     add("--method", help="method name (vitune methods)")
     add("--set", nargs="*", metavar="KEY=VALUE", help="the method's config, e.g. r=4 (values parsed as JSON)")
-    add("--model", metavar="TIMM_NAME", help="timm model name, e.g. vit_base_patch16_224.orig_in21k")
+    add("--model", metavar="TIMM_NAME", help="timm model name, e.g. vit_base_patch16_224.orig_in21k, or hf:FOLDER "
+        "(a local Hugging Face save_pretrained folder)")
     add("--model-kwargs", nargs="*", metavar="KEY=VALUE", help="keyword arguments for timm.create_model")
     add("--pretrained", action="store_true", help="timm's own weights for the model (cached or downloaded)")
     add("--weights", metavar="PATH", help="local weights file for the backbone (safetensors, .pth, .npz)")
