@@ -98,8 +98,11 @@ def run(method: str = "lora", steps: int = 100, out: str | Path = "runs/demo", s
 def report(result: DemoResult, method: str) -> str:
     c = result.counts
     files = ", ".join(f"{p.name} ({p.stat().st_size:,} B)" for p in sorted(result.folder.iterdir()))
+    # Backbone tensors a method also trains (Consolidator's biases and norms) are part of `trainable`, so they
+    # are shown too: method + extra + head == trainable.
+    extra = f"{c['extra']:,} extra (backbone parameters trained with it), " if c["extra"] else ""
     lines = [
-        f"method {method}: {c['method']:,} method parameters, {c['head']:,} head, "
+        f"method {method}: {c['method']:,} method parameters, {extra}{c['head']:,} head, "
         f"{c['trainable']:,} trainable of {c['total']:,}",
         f"accuracy on 256 generated test images: {result.accuracy_before:.1%} before, "
         f"{result.accuracy_after:.1%} after training",
