@@ -21,6 +21,17 @@ def test_demo_with_config_and_error(tmp_path, capsys):
     assert "unknown config key 'rank'" in capsys.readouterr().err
 
 
+def test_demo_counts_add_up_with_extra(tmp_path, capsys):
+    """Consolidator also trains backbone biases and norms: the line shows them, so the parts sum to trainable."""
+    assert cli.main(["demo", "--steps", "1", "--method", "consolidator", "--set", "fc_groups=[16]",
+                     "--out", str(tmp_path / "c")]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("method consolidator: 14,592 method parameters, 3,456 extra ")
+    assert "260 head, 18,308 trainable" in first  # 14,592 + 3,456 + 260
+    assert cli.main(["demo", "--steps", "1", "--out", str(tmp_path / "l")]) == 0
+    assert "extra" not in capsys.readouterr().out.splitlines()[0]  # LoRA trains nothing of the backbone
+
+
 def test_methods_listing(capsys):
     assert cli.main(["methods"]) == 0
     rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
