@@ -26,7 +26,7 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import timm
 import torch
@@ -188,16 +188,9 @@ def recreate_backbone(source: dict[str, Any]) -> nn.Module:
         checked = local_dir_weights(timm_name(source["model"]))
     folder = hf_folder(source["model"])
     if folder is not None:
-        _check_hf_folder(folder, source)
+        _check_unchanged(f"folder {folder}", (folder / HF_CONFIG).is_file(), lambda: folder_sha256(folder), source)
     elif checked is not None:
-        if not Path(checked).is_file():
-            raise RunError(f"the backbone's weights file {checked} is gone; the adapter was trained on it")
-        digest = file_sha256(checked)
-        if source.get("weights_sha256") not in (None, digest):
-            raise RunError(
-                f"the backbone's weights file {checked} has changed since training "
-                f"(sha256 {digest[:12]}..., recorded {source['weights_sha256'][:12]}...)"
-            )
+        _check_unchanged(f"weights file {checked}", Path(checked).is_file(), lambda: file_sha256(checked), source)
     model, _ = create_backbone(
         source["model"],
         num_classes=source["num_classes"],
@@ -211,14 +204,15 @@ def recreate_backbone(source: dict[str, Any]) -> nn.Module:
     return model
 
 
-def _check_hf_folder(folder: Path, source: dict[str, Any]) -> None:
-    if not (folder / HF_CONFIG).is_file():
-        raise RunError(f"the backbone's folder {folder} is gone (no {HF_CONFIG}); the adapter was trained on it")
-    digest = folder_sha256(folder)
-    if source.get("weights_sha256") not in (None, digest):
+def _check_unchanged(what: str, present: bool, digest: Callable[[], str], source: dict[str, Any]) -> None:
+    """The backbone's weights (a file, or an hf: folder's files) are still there, with the recorded sha256."""
+    if not present:
+        raise RunError(f"the backbone's {what} is gone; the adapter was trained on it")
+    found = digest()
+    if source.get("weights_sha256") not in (None, found):
         raise RunError(
-            f"the backbone's folder {folder} has changed since training "
-            f"(sha256 of its files {digest[:12]}..., recorded {source['weights_sha256'][:12]}...)"
+            f"the backbone's {what} has changed since training "
+            f"(sha256 {found[:12]}..., recorded {source['weights_sha256'][:12]}...)"
         )
 
 
