@@ -18,8 +18,9 @@ from helpers import image_batch, make_backbone, perturb_trainable, vit_b16
 
 
 def dense_from_groups(weight: torch.Tensor, shuffle: bool) -> torch.Tensor:
-    """Written out from the spec: block j covers rows j*o..(j+1)*o and columns j*m..(j+1)*m; with the
-    shuffle, input channel c = i*m + k is read from column k*g + i of the block-diagonal matrix."""
+    """Written out from the formula (docs/methods/consolidator.md): block j covers rows j*o..(j+1)*o and
+    columns j*m..(j+1)*m; with the shuffle, input channel c = i*m + k is read from column k*g + i of the
+    block-diagonal matrix."""
     g, o, m = weight.shape
     block_diagonal = torch.zeros(g * o, g * m, dtype=weight.dtype)
     for j in range(g):
