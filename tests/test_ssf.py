@@ -68,6 +68,27 @@ def test_layer_norm_formula_and_fold():
         torch.testing.assert_close(merged(x), out, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("norm", [nn.LayerNorm(16), nn.LayerNorm(16, bias=False), timm.layers.LayerNorm(16)])
+def test_layer_norm_training_form_in_float64(norm):
+    """At a norm the scale and shift train inside the norm's affine: gamma * LN(x) + beta in value and in every
+    gradient, and the norm's output is not saved for backward a second time (only its input and statistics)."""
+    wrapped = perturbed(norm.double())
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.5)
+    x = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 5, 16, dtype=torch.float64)
+    inputs = (x, wrapped.scale, wrapped.shift)
+    expected = norm(x) * wrapped.scale + wrapped.shift
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        actual = wrapped(x)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(actual, inputs, upstream), torch.autograd.grad(expected, inputs, upstream)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    activations = [t for t in saved if t.shape == x.shape]
+    assert len(activations) == 1 and activations[0].untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+
+
 def test_patch_conv_formula_and_fold():
     wrapped = perturbed(nn.Conv2d(3, 8, kernel_size=4, stride=4))
     gamma, beta = wrapped.scale.detach(), wrapped.shift.detach()

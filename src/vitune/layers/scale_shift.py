@@ -4,6 +4,11 @@ Every op it wraps has an affine output per channel (linear, convolution, LayerNo
 the pair into it: W' = diag(gamma) W, b' = gamma * b + beta. An op without a bias has nowhere for beta
 unless a later constant add can take it: after a bias-less patch projection, the position embedding's patch
 positions (``shift_target``) receive beta instead, so the merged model keeps the stock model's tensors.
+
+Training: at a LayerNorm the pair trains inside the norm's affine (the norm computes x_hat (gamma w) +
+(gamma b + beta)), so nothing is saved beyond what the norm saves anyway. After a linear or convolution the
+scale's gradient, sum over tokens of grad * op(x), needs op(x): it is kept (one activation per site), as
+recomputing it would cost the op's product again in backward.
 """
 
 from __future__ import annotations
@@ -64,13 +69,24 @@ class ScaleShift(WrappedModule):
         nn.init.normal_(self.shift, mean=0.0, std=self.init_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base_layer(x)
         if self.adapter_disabled:
-            return y
+            return self.base_layer(x)
+        if isinstance(self.base_layer, nn.LayerNorm):
+            return self._folded_norm(x)
+        y = self.base_layer(x)
         scale, shift = self.scale, self.shift
         if self.channel_dim == 1:  # (B, C, H, W)
             scale, shift = scale.view(-1, 1, 1), shift.view(-1, 1, 1)
         return torch.addcmul(shift, y, scale)
+
+    def _folded_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm with the scale and shift in its affine: gamma * (x_hat w + b) + beta = x_hat (gamma w) +
+        (gamma b + beta). The norm's backward, from the input and statistics it saves anyway, then gives the
+        scale's gradient; scaling the norm's output instead would save that output a second time."""
+        norm = self.base_layer
+        bias = self.shift if norm.bias is None else torch.addcmul(self.shift, norm.bias, self.scale)
+        # The norm's own forward with the folded affine (timm's LayerNorm may take its fast path).
+        return torch.func.functional_call(norm, {"weight": norm.weight * self.scale, "bias": bias}, (x,))
 
     @torch.no_grad()
     def merged(self) -> nn.Module:

@@ -5,7 +5,8 @@ fc2 of every block, and after the final norm. gamma starts at N(1, 0.02) and bet
 
 Every op followed by a scale and shift has an affine output per channel (linear, convolution, LayerNorm
 affine), so merging folds the pair into it: W' = diag(gamma) W, b' = gamma * b + beta
-(``layers/scale_shift.py``).
+(``layers/scale_shift.py``). At the LayerNorms the pair also trains inside the norm's affine, so those sites
+save no activation of their own.
 A patch projection without bias (CLIP's ViTs) has no room for beta: it goes into the position embedding's
 patch positions when the backbone has one right after the projection, and merging is refused otherwise.
 """
