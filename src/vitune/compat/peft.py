@@ -199,7 +199,8 @@ def _refuse_options(path: Path, config: dict[str, Any]) -> None:
     """Refuse, by key, every PEFT option that changes what the adapter computes and that vitune's LoRA lacks."""
     if config.get("use_dora"):
         raise PeftCompatError(f"{path}: key 'use_dora' is true: DoRA rescales every column of the adapted weight "
-                              "by a trained magnitude, which vitune's lora does not have")
+                              "by a trained magnitude, which vitune's lora does not have; merge it in PEFT "
+                              "(merge_and_unload) and use the merged weights as the backbone, or train without DoRA")
     if config.get("bias", "none") != "none":
         raise PeftCompatError(f"{path}: key 'bias' is {config['bias']!r}: PEFT trained the backbone's biases too; "
                               "vitune's lora loads adapters saved with bias='none'")
