@@ -250,6 +250,72 @@ def disk_full(tmp: Path) -> None:
         checkpoint.save_checkpoint(tmp / "checkpoint", checkpoint.TrainState(epochs_done=1))
 
 
+def k_shot_class_too_small(tmp: Path) -> None:
+    task = make_vtab(tmp, "tiny", n_per_split=8, num_classes=2)  # 8 images of each class in train800val200
+    open_task(task, k_shot=(9, 0)).samples("kshot")
+
+
+def few_shot_and_k_shot(tmp: Path) -> None:
+    from vitune.train.config import resolve_config
+
+    task = make_vtab(tmp, "tiny", n_per_split=8, num_classes=2)
+    resolve_config({"method": "lora", "model": "vit_tiny_patch16_224", "data": str(task), "few_shot": [1, 0],
+                    "k_shot": [1, 0]})
+
+
+def search_without_a_search(tmp: Path) -> None:
+    from vitune.train.search import run_search
+
+    task = make_vtab(tmp, "tiny", n_per_split=8, num_classes=2)
+    run_search(tmp / "search", None, {"method": "lora", "data": str(task), "recipe": "lora_vtab"})  # no grid
+
+
+def pevit_wd_grid_malformed(tmp: Path) -> None:
+    from vitune.train.search_pevit import WeightDecayGrid
+
+    WeightDecayGrid.parse("-6,6")
+
+
+def hf_folder_without_config(tmp: Path) -> None:
+    from vitune.backbones.hf_create import create_hf_backbone
+
+    (tmp / "hf").mkdir()
+    create_hf_backbone(f"hf:{tmp / 'hf'}", num_classes=2, model_kwargs={}, drop_path=0.0, init_seed=0)
+
+
+def _convnext_folder(folder: Path) -> Path:
+    """A tiny random ConvNeXt written with save_pretrained: an image classifier, but no transformer blocks."""
+    import transformers
+
+    transformers.ConvNextForImageClassification(
+        transformers.ConvNextConfig(hidden_sizes=[8, 8, 8, 8], depths=[1, 1, 1, 1], image_size=32)
+    ).save_pretrained(folder)
+    return folder
+
+
+def hf_model_type_not_mapped(tmp: Path) -> None:
+    from vitune.backbones.hf_create import create_hf_backbone
+
+    folder = _convnext_folder(tmp / "hf")
+    create_hf_backbone(f"hf:{folder}", num_classes=2, model_kwargs={}, drop_path=0.0, init_seed=0)
+
+
+def peft_option_refused(tmp: Path) -> None:
+    from vitune.compat.peft import load_peft_lora
+
+    (tmp / "peft").mkdir()  # the config alone: it is refused before the weights are read
+    (tmp / "peft" / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "use_dora": True, "r": 2, "lora_alpha": 2, "target_modules": ["qkv"]}))
+    load_peft_lora(make_backbone(), tmp / "peft")
+
+
+def zero_shot_template_without_a_place(tmp: Path) -> None:
+    from test_backbones_hf import tiny_clip, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    vitune.zero_shot_head(tiny_clip(len(tokenizer)), tokenizer, ["cat", "dog"], templates=["a photo"])
+
+
 # row id of docs/errors.md -> its trigger: every public function above
 TRIGGERS: dict[str, Callable[[Path], None]] = {
     name: value for name, value in dict(globals()).items()

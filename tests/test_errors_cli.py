@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 import datasets
 import vitune.train.checkpoint as checkpoint_module
-from errors_catalogue import Marker
+from errors_catalogue import Marker, _convnext_folder
 from test_errors_catalogue import catalogue, pattern
 from test_train_support import run_cli
 from vitune.train.claim import LOCK, claim
@@ -33,6 +33,8 @@ NOT_FROM_THE_CLI = {
                      "can call vitune.merge on a merged model",
     "classes_do_not_match_the_head": "vitune eval re-creates the backbone with the adapter's own head; data with "
                                      "another class count is the row eval_data_classes_differ",
+    "peft_option_refused": "no command loads a PEFT adapter folder; vitune.compat.peft.load_peft_lora does",
+    "zero_shot_template_without_a_place": "no command builds CLIP's zero-shot head; vitune.zero_shot_head does",
 }
 
 
@@ -203,6 +205,40 @@ def run_folder_not_empty(tmp, trained):
     (tmp / "run").mkdir()
     (tmp / "run" / "notes.txt").write_text("mine")
     return train(trained / "tiny", tmp / "run")
+
+
+def k_shot_class_too_small(tmp, trained):
+    return train(vtab(tmp), tmp / "run", "--k-shot", "9", "0")  # 8 images of each class
+
+
+def few_shot_and_k_shot(tmp, trained):
+    return train(trained / "tiny", tmp / "run", "--few-shot", "1", "0", "--k-shot", "1", "0")
+
+
+def search(root, trained, *flags) -> list:
+    return ["search", root, "--method", "lora", *MODEL, "--data", trained / "tiny", *QUICK, *flags]
+
+
+def search_without_a_search(tmp, trained):
+    return search(tmp / "search", trained, "--recipe", "lora_vtab")  # no --grid, no --strategy, and its recipe has none
+
+
+def pevit_wd_grid_malformed(tmp, trained):
+    return search(tmp / "search", trained, "--strategy", "pevit", "--pevit-wd-grid=-6,6")  # '=': argparse reads -6,6 as a flag
+
+
+def hf_train(folder, trained, tmp) -> list:
+    return ["train", "--method", "lora", "--model", f"hf:{folder}", "--data", trained / "tiny", *QUICK,
+            "--out", tmp / "run"]
+
+
+def hf_folder_without_config(tmp, trained):
+    (tmp / "hf").mkdir()
+    return hf_train(tmp / "hf", trained, tmp)
+
+
+def hf_model_type_not_mapped(tmp, trained):
+    return hf_train(_convnext_folder(tmp / "hf"), trained, tmp)
 
 
 def nan_loss(tmp, trained):
