@@ -66,3 +66,10 @@ def test_readme_count_table_matches_the_code():
     for name, mergeable, count in rows:
         assert (mergeable == "yes") == vitune.is_mergeable(name), name
         assert int(count.replace(",", "")) == _vit_b16_count(name), name
+
+
+@pytest.mark.parametrize("name", vitune.__all__)
+def test_every_public_name_is_on_the_api_page(name):
+    api = DOCS[Path("docs/api.md")]
+    # in code: `vitune.name(...)`, `name`, or a call in a python block
+    assert re.search(rf"(`|vitune\.){re.escape(name)}\b", api), f"vitune.{name} is public, but docs/api.md never names it"
