@@ -224,7 +224,8 @@ def _add_bench_parser(sub) -> None:
     b.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
     b.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="A,B,...",
                    help="variants besides full and floor: vitune methods, lora_qkv, peft_lora_qkv, "
-                        "repadapter_official; NAME+ckpt with activation checkpointing (default: %(default)s)")
+                        "repadapter_official; NAME+ckpt with activation checkpointing; the sets all (every seed "
+                        "method and the peers) and peers (default: %(default)s)")
     b.add_argument("--rounds", type=int, default=3, help="rounds; every variant runs once per round (default 3)")
     b.add_argument("--warmup", type=int, default=1, help="untimed steps per measuring process (default 1)")
     b.add_argument("--steps", type=int, default=2, help="timed steps per measuring process (default 2)")
