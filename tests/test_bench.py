@@ -70,6 +70,17 @@ def test_every_kind_of_variant_is_measured(name):
     assert (result["adapter_bytes"] is None) == (name == "floor")
 
 
+def test_default_is_quick_and_named_sets_expand():
+    from vitune.bench import ALL_METHODS, DEFAULT_METHODS
+    from vitune.bench.harness import variant_names
+
+    assert variant_names(DEFAULT_METHODS, False) == ["full", "floor", "lora", "repadapter"]
+    assert variant_names(["all"], False) == ["full", "floor", *ALL_METHODS]
+    assert variant_names(["peers", "lora_qkv"], True)[:6] == [
+        "full", "floor", "lora_qkv", "peft_lora_qkv", "repadapter", "repadapter_official"]
+    assert variant_names(["peers"], True)[6:] == [n + "+ckpt" for n in variant_names(["peers"], False)]
+
+
 def test_unknown_variant_is_refused_with_the_choices():
     with pytest.raises(VituneError, match="unknown method 'lorra'.*peft_lora_qkv"):
         parse_variant("lorra")

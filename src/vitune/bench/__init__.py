@@ -5,6 +5,6 @@ floor, inference throughput unmerged and merged, stored bytes and merge time, wi
 from .harness import run_bench
 from .step import BenchSettings
 from .table import format_table
-from .variants import DEFAULT_METHODS
+from .variants import ALL_METHODS, DEFAULT_METHODS
 
-__all__ = ["BenchSettings", "DEFAULT_METHODS", "format_table", "run_bench"]
+__all__ = ["ALL_METHODS", "BenchSettings", "DEFAULT_METHODS", "format_table", "run_bench"]

@@ -20,15 +20,16 @@ from ..errors import VituneError
 from .fresh_process import run_fresh
 from .ratios import ratio_spread, value_spread
 from .step import BenchSettings
-from .variants import BASELINES, CHECKPOINTING_SUFFIX, parse_variant, unavailable_reason
+from .variants import BASELINES, CHECKPOINTING_SUFFIX, expand_methods, parse_variant, unavailable_reason
 
 Progress = Callable[[str], None]
 RoundDone = Callable[[dict[str, Any]], None]
 
 
 def variant_names(methods: Sequence[str], grad_checkpointing: bool) -> list[str]:
-    """The baselines first, then `methods` (each once); with checkpointing, every one also with ``+ckpt``."""
-    names = list(dict.fromkeys([*BASELINES, *methods]))
+    """The baselines first, then `methods` (each once; named sets expanded); with checkpointing, every one also
+    with ``+ckpt``."""
+    names = list(dict.fromkeys([*BASELINES, *expand_methods(methods)]))
     for name in names:
         parse_variant(name)  # unknown names fail before anything runs
     if grad_checkpointing:

@@ -31,9 +31,17 @@ from .peft_lora import apply_peft_lora, merge_peft_lora, peft_available
 CHECKPOINTING_SUFFIX = "+ckpt"
 BASELINES = ("full", "floor")
 PEERS = ("lora_qkv", "peft_lora_qkv", "repadapter", "repadapter_official")
-# The default method list: every seed method, LoRA's and RepAdapter's peers, SSF and VPT.
-DEFAULT_METHODS = ("linear", "lora", "lora_qkv", "peft_lora_qkv", "repadapter", "repadapter_official", "arc",
-                   "consolidator", "kadaptation", "adaptformer", "ssf", "vpt_deep")
+# Every seed method, LoRA's and RepAdapter's peers, SSF and VPT: ``--methods all``.
+ALL_METHODS = ("linear", "lora", "lora_qkv", "peft_lora_qkv", "repadapter", "repadapter_official", "arc",
+               "consolidator", "kadaptation", "adaptformer", "ssf", "vpt_deep")
+# The default is quick (with full and floor, four variants: a few minutes on 2 cores); named sets expand.
+DEFAULT_METHODS = ("lora", "repadapter")
+METHOD_SETS = {"all": ALL_METHODS, "peers": PEERS}
+
+
+def expand_methods(names: list[str] | tuple[str, ...]) -> list[str]:
+    """`names` with each named set (``all``, ``peers``) replaced by its variants."""
+    return [variant for name in names for variant in METHOD_SETS.get(name, (name,))]
 
 
 @dataclass(frozen=True)
