@@ -56,7 +56,7 @@ class WeightDecayGrid:
         try:
             low, high, points, coarse = float(parts[0]), float(parts[1]), int(parts[2]), int(parts[3])
         except (ValueError, IndexError):
-            raise ConfigError(f"--pevit-wd-grid expects LOW,HIGH,POINTS,COARSE (e.g. -6,6,97,7), got {text!r}") from None
+            raise ConfigError(f"--pevit-wd-grid=LOW,HIGH,POINTS,COARSE expected (e.g. --pevit-wd-grid=-6,6,97,7), got {text!r}") from None
         if len(parts) != 4:
             raise ConfigError(f"--pevit-wd-grid expects four values, got {text!r}")
         return cls(low, high, points, coarse)
