@@ -121,3 +121,43 @@ def test_disabling_is_declared_per_method():
     assert all(get_method(m).can_disable for m in vitune.methods() if m != "full")
     full = get_method("full")
     assert not full.can_disable and "in place" in full.cannot_disable_reason
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+@pytest.mark.parametrize("adapter", ["repadapter", "arc"])
+def test_input_adapters_train_the_formula_in_float64(adapter, dropout):
+    """RepAdapter's and ARC's training forms (the r-wide hidden as (r, tokens), layers/low_rank.py) against
+    f(x) = x + s B(Dropout(A x + b_A)) + s b_B and f(x) = x + Dropout(x P diag(c)) P^T + beta: values and every
+    gradient. The mask is drawn over the (r, tokens) hidden; the reference draws it again."""
+    from vitune.layers.arc import ARCAdapter, arc_projections
+    from vitune.layers.repadapter import RepAdapter
+
+    torch.manual_seed(0)
+    if adapter == "repadapter":
+        module = RepAdapter(16, r=4, groups=2, dropout=dropout, scale=0.7).double()
+        shared = []
+    else:
+        holder = arc_projections(16, 4, ("mlp",), dtype=torch.float64)
+        module, shared = ARCAdapter(holder, "mlp", 16, 4, dropout, dtype=torch.float64), list(holder.parameters())
+    with torch.no_grad():
+        for p in [*module.parameters(), *shared]:
+            p.normal_()
+    module.train()
+    x = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(3, 5, 16, dtype=torch.float64)
+    inputs = [x, *module.parameters(), *shared]
+
+    torch.manual_seed(1)
+    actual = module(x)
+    torch.manual_seed(1)
+    mask = F.dropout(torch.ones(4, 15, dtype=torch.float64), dropout).t().reshape(3, 5, 4)
+    if adapter == "repadapter":
+        dense_b = grouped_dense_weight(module.grouped_weight_B())
+        hidden = (F.linear(x, module.weight_A, module.bias_A) * mask)
+        expected = x + 0.7 * (F.linear(hidden, dense_b) + module.bias_B)
+    else:
+        p = module.projection
+        expected = x + (x @ p * module.scale * mask) @ p.t() + module.bias
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(actual, inputs, upstream), torch.autograd.grad(expected, inputs, upstream)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -9,11 +9,11 @@ W' = W M, b' = b + W beta.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import SharedTensors
 from .input_adapted_linear import InputAdaptedLinear
+from .low_rank import add_up_projection, down_project
 
 
 def arc_projections(dim: int, rank: int, positions: tuple[str, ...], device=None, dtype=None) -> SharedTensors:
@@ -60,8 +60,11 @@ class ARCAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.projection
-        hidden = self.dropout(F.linear(x, (p * self.scale).t()))  # x P diag(c): (..., rank)
-        return x + F.linear(hidden, p) + self.bias  # ... P^T + beta
+        tokens = x.reshape(-1, p.shape[0])
+        # (rank, tokens) hidden and (rank, D) row-major weights: the layouts of layers/low_rank.py.
+        hidden_t = self.dropout(down_project(tokens, (p * self.scale).t().contiguous()))  # (x P diag(c))^T
+        out = add_up_projection(tokens, hidden_t, p.t().contiguous()) + self.bias  # x + ... P^T + beta
+        return out.view(x.shape)
 
     def affine64(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(M, beta) with f(x) = x M^T + beta at eval; M = I + P diag(c) P^T, in float64."""

@@ -13,11 +13,11 @@ Tensors (official Conv1d names in brackets, for converting their checkpoints):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .grouped_linear import grouped_dense_weight, grouped_product
+from .grouped_linear import grouped_dense_weight
 from .input_adapted_linear import InputAdaptedLinear
+from .low_rank import add_up_projection, down_project
 
 
 class RepAdapter(nn.Module):
@@ -57,8 +57,13 @@ class RepAdapter(nn.Module):
         return self.weight_B.view(self.groups, self.dim // self.groups, self.r // self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.dropout(F.linear(x, self.weight_A, self.bias_A))
-        return x + self.scale * grouped_product(hidden, self.grouped_weight_B(), self.bias_B)
+        tokens = x.reshape(-1, self.dim)
+        # The r-wide hidden as (r, tokens), and B as its dense (r, D) transpose, block-structured and tiny
+        # (layers/low_rank.py): the layouts whose gradients are fast; s rides on B, not on the output.
+        hidden_t = self.dropout(down_project(tokens, self.weight_A) + self.bias_A[:, None])
+        up = (self.scale * grouped_dense_weight(self.grouped_weight_B())).t().contiguous()
+        out = add_up_projection(tokens, hidden_t, up) + self.scale * self.bias_B
+        return out.view(x.shape)
 
     def affine64(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(M, c) with f(x) = x M^T + c at eval, in float64."""
