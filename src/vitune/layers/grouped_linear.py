@@ -1,9 +1,9 @@
 """Grouped linear maps: g independent (out/g x in/g) blocks on a block-diagonal, optionally after a shuffle.
 
-One product (:func:`grouped_product`) and one dense expansion (:func:`grouped_dense_weight`) serve every
-grouped weight: Consolidator's branches (:class:`GroupedLinear`) and RepAdapter's second projection. The
-weight is stored compactly as (g, out/g, in/g); the dense (out x in) matrix is built for merging, and for
-Consolidator's folded training form, whose weight gradient is :func:`grouped_weight_grad`.
+One product (:func:`grouped_product`: Consolidator's branches apart, :class:`GroupedLinear`) and one dense
+expansion (:func:`grouped_dense_weight`) serve every grouped weight. The weight is stored compactly as
+(g, out/g, in/g); the dense (out x in) matrix is built for merging, for Consolidator's folded training form
+(whose weight gradient is :func:`grouped_weight_grad`) and for RepAdapter's tiny second projection.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def grouped_dense_weight(weight: torch.Tensor, shuffle: bool = False) -> torch.T
 
 # Measured on the CPU (one thread, ViT-B/16 shapes, batch 8 x 197 tokens, forward + backward): a grouped conv1d
 # over all tokens beats a batched matrix product only for many tiny groups that do not narrow (Consolidator's
-# g=384 on qkv, proj, fc1: 2 -> 6, 2 -> 2, 2 -> 8); for few large groups (RepAdapter: g=2, 4 -> 384) and for
-# narrowing groups (fc2: 8 -> 2) the batched product is 1.5-2x faster. docs/methods/consolidator.md has figures.
+# g=384 on qkv, proj, fc1: 2 -> 6, 2 -> 2, 2 -> 8); for few large groups (g=2, 4 -> 384) and for narrowing
+# groups (fc2: 8 -> 2) the batched product is 1.5-2x faster. docs/methods/consolidator.md has figures.
 _CONV_MIN_GROUPS = 64
 
 
