@@ -81,6 +81,18 @@ def test_default_is_quick_and_named_sets_expand():
     assert variant_names(["peers"], True)[6:] == [n + "+ckpt" for n in variant_names(["peers"], False)]
 
 
+def test_vitune_and_its_peer_are_paired_round_by_round():
+    from vitune.bench.harness import _pairs
+
+    rows = lambda steps, mib: [{"step_s": s, "peak_mib": mib} for s in steps]  # noqa: E731
+    raw = {"repadapter": rows([1.0, 3.0, 2.0], 100.0), "repadapter_official": rows([2.0, 3.0, 1.0], 125.0),
+           "lora_qkv": rows([1.0], 1.0)}  # no PEFT row: that pair is left out
+    (pair,) = _pairs(raw)
+    assert (pair["variant"], pair["peer"]) == ("repadapter", "repadapter_official")
+    assert pair["step_vs_peer"] == {"median": 1.0, "min": 0.5, "max": 2.0, "rounds": 3}
+    assert pair["memory_vs_peer"]["median"] == 0.8
+
+
 def test_unknown_variant_is_refused_with_the_choices():
     with pytest.raises(VituneError, match="unknown method 'lorra'.*peft_lora_qkv"):
         parse_variant("lorra")
@@ -97,7 +109,8 @@ def test_bench_end_to_end_writes_the_table_json_and_plots(tmp_path, capsys):
     assert "| lora |" in printed and "| floor |" in printed
     document = json.loads(out.read_text())
     assert document["command"].startswith("vitune bench --model vit_tiny_patch16_224 --model-kwargs img_size=32")
-    assert {"settings", "machine", "skipped", "variants", "wall_s", "load_average_at_end", "rounds_done"} <= document.keys()
+    assert {"settings", "machine", "skipped", "variants", "pairs", "wall_s", "load_average_at_end",
+            "rounds_done"} <= document.keys()
     assert document["rounds_done"] == 1
     assert [v["name"] for v in document["variants"]] == ["full", "floor", "lora"]
     lora = document["variants"][2]

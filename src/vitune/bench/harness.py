@@ -20,7 +20,7 @@ from ..errors import VituneError
 from .fresh_process import run_fresh
 from .ratios import ratio_spread, value_spread
 from .step import BenchSettings
-from .variants import BASELINES, CHECKPOINTING_SUFFIX, expand_methods, parse_variant, unavailable_reason
+from .variants import BASELINES, CHECKPOINTING_SUFFIX, PAIRS, expand_methods, parse_variant, unavailable_reason
 
 Progress = Callable[[str], None]
 RoundDone = Callable[[dict[str, Any]], None]
@@ -107,6 +107,7 @@ def run_bench(settings: BenchSettings, methods: Sequence[str], rounds: int = 3, 
             raw[name].append(timed)
             progress(f"round {r + 1}/{rounds}: {name} {timed['step_s']:.3f} s/step, {timed['peak_mib']:.0f} MiB")
         document["variants"] = [_summary(n, raw, errors) for n in names]
+        document["pairs"] = _pairs(raw)
         document["rounds_done"] = r + 1
         document["load_average_at_end"] = list(os.getloadavg())
         document["wall_s"] = time.time() - started
@@ -116,6 +117,19 @@ def run_bench(settings: BenchSettings, methods: Sequence[str], rounds: int = 3, 
 
 def _column(raw: dict[str, list[dict[str, Any]]], name: str, key: str) -> list[float | None]:
     return [row.get(key) for row in raw.get(name, [])]
+
+
+def _pairs(raw: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """vitune's variant over its peer, step time and peak memory, round by round (both measured in each)."""
+    out = []
+    for ours, theirs in PAIRS:
+        for suffix in ("", CHECKPOINTING_SUFFIX):
+            a, b = ours + suffix, theirs + suffix
+            if raw.get(a) and raw.get(b):
+                out.append({"variant": a, "peer": b,
+                            "step_vs_peer": ratio_spread(_column(raw, a, "step_s"), _column(raw, b, "step_s")),
+                            "memory_vs_peer": ratio_spread(_column(raw, a, "peak_mib"), _column(raw, b, "peak_mib"))})
+    return out
 
 
 def _summary(name: str, raw: dict[str, list[dict[str, Any]]], errors: dict[str, str]) -> dict[str, Any]:

@@ -46,6 +46,9 @@ def format_table(document: dict[str, Any]) -> str:
             f"{format_spread(v.get('memory_vs_floor'))} | {format_spread(v.get('unmerged_vs_plain'))} | "
             f"{format_spread(v.get('merged_vs_plain'))} | {_merge_cell(v)} | {_bytes_cell(v)} |"
         )
+    for pair in document.get("pairs", []):
+        lines.append(f"\n{pair['variant']} / {pair['peer']}, paired round by round: step "
+                     f"{format_spread(pair['step_vs_peer'])}, peak memory {format_spread(pair['memory_vs_peer'])}")
     for name, reason in document.get("skipped", {}).items():
         lines.append(f"\nskipped {name}: {reason}")
     return "\n".join(lines)

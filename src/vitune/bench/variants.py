@@ -31,6 +31,8 @@ from .peft_lora import apply_peft_lora, merge_peft_lora, peft_available
 CHECKPOINTING_SUFFIX = "+ckpt"
 BASELINES = ("full", "floor")
 PEERS = ("lora_qkv", "peft_lora_qkv", "repadapter", "repadapter_official")
+# (vitune's variant, its peer): the same math on the same layers, compared round by round.
+PAIRS = (("lora_qkv", "peft_lora_qkv"), ("repadapter", "repadapter_official"))
 # Every seed method, LoRA's and RepAdapter's peers, SSF and VPT: ``--methods all``.
 ALL_METHODS = ("linear", "lora", "lora_qkv", "peft_lora_qkv", "repadapter", "repadapter_official", "arc",
                "consolidator", "kadaptation", "adaptformer", "ssf", "vpt_deep")
