@@ -230,6 +230,9 @@ def _add_bench_parser(sub) -> None:
     b.add_argument("--warmup", type=int, default=1, help="untimed steps per measuring process (default 1)")
     b.add_argument("--steps", type=int, default=2, help="timed steps per measuring process (default 2)")
     b.add_argument("--threads", type=int, default=None, help="torch threads per measuring process")
+    b.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall time, or the process's CPU time, which other jobs on a shared machine do not "
+                        "lengthen (with --threads 1: the work alone; CUDA always wall) (default wall)")
     b.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     b.add_argument("--grad-checkpointing", action="store_true",
                    help="also measure every variant with timm's activation checkpointing (NAME+ckpt)")
@@ -245,7 +248,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     settings = BenchSettings(model=args.model, model_kwargs=_config_pairs(args.model_kwargs, "--model-kwargs"),
                              batch_size=args.batch_size, img_size=args.img_size, device=args.device,
-                             warmup=args.warmup, steps=args.steps, threads=args.threads)
+                             warmup=args.warmup, steps=args.steps, threads=args.threads, clock=args.clock)
 
     def write_json(document: dict) -> None:  # after every round: an interrupted run keeps its finished rounds
         if args.json:
