@@ -93,6 +93,22 @@ def test_vitune_and_its_peer_are_paired_round_by_round():
     assert pair["memory_vs_peer"]["median"] == 0.8
 
 
+def test_cpu_clock_times_the_process_s_cpu_time():
+    import time
+
+    from vitune.bench.harness import command_line
+    from vitune.bench.step import BenchSettings, clock
+
+    settings = BenchSettings(**{**TINY_SETTINGS, "clock": "cpu"})
+    assert clock(settings) is time.process_time and clock(BenchSettings()) is time.perf_counter
+    assert "--threads 1 --clock cpu" in command_line(settings, ["lora"], 1, False)
+    result = measure({"settings": settings.to_dict(), "variant": "lora", "memory": False, "inference": True,
+                      "storage": False})
+    assert result["step_s"] > 0 and result["unmerged_img_s"] > 0
+    with pytest.raises(VituneError, match="--clock is wall or cpu"):
+        clock(BenchSettings(clock="gpu"))
+
+
 def test_unknown_variant_is_refused_with_the_choices():
     with pytest.raises(VituneError, match="unknown method 'lorra'.*peft_lora_qkv"):
         parse_variant("lorra")

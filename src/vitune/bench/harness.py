@@ -49,6 +49,8 @@ def command_line(settings: BenchSettings, methods: Sequence[str], rounds: int, g
               f"--steps {settings.steps}", f"--device {settings.device}"]
     if settings.threads is not None:
         parts.append(f"--threads {settings.threads}")
+    if settings.clock != "wall":
+        parts.append(f"--clock {settings.clock}")
     if grad_checkpointing:
         parts.append("--grad-checkpointing")
     return " ".join(parts)

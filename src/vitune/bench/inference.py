@@ -9,45 +9,46 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
+from typing import Callable
 
 import torch
 from torch import nn
 
-from .step import BenchSettings, input_batch, synchronize
+from .step import BenchSettings, clock, input_batch, synchronize
 from .variants import Adapted
 
 
 @torch.no_grad()
-def _forward_seconds(model: nn.Module, x: torch.Tensor, device: torch.device) -> float:
+def _forward_seconds(model: nn.Module, x: torch.Tensor, device: torch.device, now: Callable[[], float]) -> float:
     synchronize(device)
-    start = time.perf_counter()
+    start = now()
     model(x)
     synchronize(device)
-    return time.perf_counter() - start
+    return now() - start
 
 
 def measure_inference(plain: nn.Module, adapted: Adapted, settings: BenchSettings, size: int) -> dict[str, float | None]:
     """Images per second of each model (median over repeats), the median per-repeat ratios to the plain
     backbone, and ``merge_s``: the seconds the variant's merge takes (None where it does not merge)."""
     device = torch.device(settings.device)
+    now = clock(settings)
     models = {"plain": plain.to(device).eval(), "unmerged": adapted.model.to(device).eval()}
     merge_s = None
     if adapted.merge is not None:
         merged = copy.deepcopy(adapted.model)
         synchronize(device)
-        start = time.perf_counter()
+        start = now()
         merged = adapted.merge(merged)
         synchronize(device)
-        merge_s = time.perf_counter() - start
+        merge_s = now() - start
         models["merged"] = merged.eval()
     x, _ = input_batch(settings, size)
     for model in models.values():  # warm-up: one untimed batch each
-        _forward_seconds(model, x, device)
+        _forward_seconds(model, x, device, now)
     seconds: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(settings.inference_repeats):
         for name, model in models.items():
-            seconds[name].append(_forward_seconds(model, x, device))
+            seconds[name].append(_forward_seconds(model, x, device, now))
     result: dict[str, float | None] = {"merge_s": merge_s}
     for name in ("plain", "unmerged", "merged"):
         result[f"{name}_img_s"] = settings.batch_size / statistics.median(seconds[name]) if name in seconds else None

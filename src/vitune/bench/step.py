@@ -12,12 +12,13 @@ import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import VituneError
 from .variants import Adapted
 
 
@@ -35,11 +36,21 @@ class BenchSettings:
     steps: int = 2  # timed steps per process; the process reports their median
     inference_repeats: int = 3  # timed forwards per model (plain, unmerged, merged), interleaved
     threads: int | None = None  # torch threads in each measuring process (None: torch's default)
+    # "wall" (time.perf_counter) or "cpu": the process's CPU time, which a shared machine's other jobs do not
+    # lengthen by descheduling this one (with --threads 1 it counts the work alone; CUDA always uses wall time).
+    clock: str = "wall"
     # Import PEFT in every measuring process when a PEFT variant runs, so every peak RSS holds the same libraries.
     import_peft: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def clock(settings: BenchSettings) -> Callable[[], float]:
+    """The timer of `settings`: process CPU time for ``clock="cpu"`` on the CPU, wall time otherwise."""
+    if settings.clock not in ("wall", "cpu"):
+        raise VituneError(f"bench: --clock is wall or cpu, got {settings.clock!r}")
+    return time.process_time if settings.clock == "cpu" and settings.device == "cpu" else time.perf_counter
 
 
 def build_backbone(settings: BenchSettings, seed: int = 0) -> nn.Module:
@@ -91,13 +102,14 @@ def measure_step(adapted: Adapted, settings: BenchSettings, size: int) -> dict[s
         if optimizer is not None:
             optimizer.step()
 
+    now = clock(settings)
     times = []
     for i in range(settings.warmup + settings.steps):
         synchronize(device)
-        start = time.perf_counter()
+        start = now()
         step()
         synchronize(device)
         if i >= settings.warmup:
-            times.append(time.perf_counter() - start)
+            times.append(now() - start)
     return {"step_s": statistics.median(times), "peak_mib": peak_memory_mib(device),
             "trainable": sum(p.numel() for p in params)}

@@ -25,7 +25,8 @@ def format_table(document: dict[str, Any]) -> str:
     load = ", ".join(f"{x:.1f}" for x in m["load_average_at_start"])
     size = s["img_size"] or "model's"
     lines = [
-        f"{s['model']}, batch {s['batch_size']}, {size} px, {s['device']}; one AdamW step; "
+        f"{s['model']}, batch {s['batch_size']}, {size} px, {s['device']}, {s.get('clock', 'wall')} clock"
+        f"{', %s threads' % s['threads'] if s.get('threads') else ''}; one AdamW step; "
         f"{s['rounds']} rounds x (1 process timing {s['warmup']}+{s['steps']} steps, 1 process for peak memory); "
         f"{m['cpu_count']} CPUs, load average at start {load}",
         "",
