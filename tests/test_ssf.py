@@ -89,6 +89,25 @@ def test_layer_norm_training_form_in_float64(norm):
     assert len(activations) == 1 and activations[0].untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("frozen", [True, False])
+def test_linear_training_form_in_float64(bias, frozen):
+    """After a linear the pair runs as one function (fewer passes over the output): gamma * (x W^T + b) + beta in
+    value and in every gradient -- the input's, gamma's, beta's, and the linear's own when it trains."""
+    wrapped = perturbed(nn.Linear(16, 24, bias=bias).double())
+    base = wrapped.base_layer
+    base.requires_grad_(not frozen)
+    x = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 5, 24, dtype=torch.float64)
+    inputs = [x, wrapped.scale, wrapped.shift, *(p for p in base.parameters() if p.requires_grad)]
+    expected = base(x) * wrapped.scale + wrapped.shift
+    actual = wrapped(x)
+    assert actual.grad_fn.name() == "ScaledLinearBackward"
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(actual, inputs, upstream), torch.autograd.grad(expected, inputs, upstream)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_patch_conv_formula_and_fold():
     wrapped = perturbed(nn.Conv2d(3, 8, kernel_size=4, stride=4))
     gamma, beta = wrapped.scale.detach(), wrapped.shift.detach()
