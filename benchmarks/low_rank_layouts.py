@@ -2,9 +2,10 @@
 
 Autograd forms a weight's gradient in the weight's layout. This times, on the CPU, each product a rank-r
 branch needs in training, in the layout autograd picks for an ``nn.Linear``-style (out, r) weight and in
-the transposed layout ``layers/low_rank.py`` arranges (best of 20; ViT-S/16 qkv shapes, batch 16, by default):
+the transposed layout ``layers/low_rank.py`` arranges (process CPU time, best of 20, so a shared machine's
+other jobs lengthen it little; ViT-S/16 qkv shapes, batch 16, by default):
 
-    python benchmarks/low_rank_layouts.py                 # tokens 3152, in 384, out 1152, r 8
+    python benchmarks/low_rank_layouts.py --threads 1      # tokens 3152, in 384, out 1152, r 8
     python benchmarks/low_rank_layouts.py --threads 1 --tokens 1576 --features 768 --out 2304 --rank 8
 """
 
@@ -22,9 +23,9 @@ def best_ms(fn: Callable[[], torch.Tensor], repeats: int = 20) -> float:
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times) * 1e3
 
 
