@@ -1,13 +1,13 @@
 """The training cost of one transformer block per method, against the same block frozen (its backprop floor).
 
-Each method is applied to a one-block copy of the model; the block's forward and backward (gradients to its
-input and to what the method trains, no optimizer) are timed as process CPU time on one thread, the variants
+Each variant (a method, or a peer: the names of ``vitune bench``) is applied to a one-block copy of the model;
+the block's forward and backward (gradients to its input and to what trains, no optimizer) are timed as process CPU time on one thread, the variants
 interleaved rep by rep, and the best rep kept: a neighbour's load on a shared machine lengthens reps, it does
 not shorten them. A block's cost isolates what a method adds where ``vitune bench`` times whole steps, whose
 ratios on a busy 2-core machine move by several percent from round to round.
 
     python benchmarks/block_cost.py                                   # ViT-S/16, batch 16, every method
-    python benchmarks/block_cost.py --model vit_base_patch16_224 --batch-size 8 --methods lora,ssf --reps 30
+    python benchmarks/block_cost.py --model vit_base_patch16_224 --batch-size 8 --variants lora,ssf --reps 30
 
 It runs against whatever vitune is importable, so ``PYTHONPATH=OLD/src`` times an older checkout the same way.
 """
@@ -21,21 +21,23 @@ import timm
 import torch
 
 import vitune
+from vitune.bench.variants import adapt, parse_variant
 
-DEFAULT_METHODS = ("lora", "lora_qkv", "repadapter", "arc", "kadaptation", "consolidator", "ssf", "adaptformer")
-VARIANT_CONFIGS = {"lora_qkv": ("lora", {"targets": ["qkv"]})}
+DEFAULT_VARIANTS = ("lora", "lora_qkv", "peft_lora_qkv", "repadapter", "repadapter_official", "arc", "kadaptation",
+                    "consolidator", "ssf", "adaptformer")
 
 
-def one_block_model(name: str, variant: str) -> torch.nn.Module:
-    """The model cut to one block, with `variant` applied (``floor``: frozen; ``full``: all of it trains)."""
+def one_block(name: str, variant: str) -> torch.nn.Module:
+    """The model's first block, from the model cut to one block and adapted for `variant` as ``vitune bench``
+    adapts it (``floor``: frozen; ``full``: all of it trains; a method, lora_qkv, or a peer)."""
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False, depth=1, num_classes=10)
-    if variant == "floor":
-        model.requires_grad_(False)
-    elif variant != "full":
-        method, config = VARIANT_CONFIGS.get(variant, (variant, {}))
-        model = vitune.apply(model, method, **config)
-    return model.train()
+    if variant == "full":
+        return model.train().blocks[0]
+    adapted = adapt(parse_variant(variant), model).model.train()
+    if hasattr(adapted, "get_base_model"):  # PEFT's wrapper
+        adapted = adapted.get_base_model()
+    return adapted.blocks[0]
 
 
 def block_seconds(block: torch.nn.Module, x: torch.Tensor, upstream: torch.Tensor) -> float:
@@ -48,14 +50,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit_small_patch16_224")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help="vitune methods, or lora_qkv (LoRA on the whole qkv)")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="vitune bench's variant names (methods, lora_qkv, peft_lora_qkv, repadapter_official)")
     parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    variants = ["floor", "full", *args.methods.split(",")]
-    blocks = {v: one_block_model(args.model, v).blocks[0] for v in variants}
-    model = one_block_model(args.model, "floor")
+    variants = ["floor", "full", *args.variants.split(",")]
+    blocks = {v: one_block(args.model, v) for v in variants}
+    model = timm.create_model(args.model, pretrained=False, depth=1)
     tokens = model.patch_embed.num_patches + model.num_prefix_tokens
     g = torch.Generator().manual_seed(1)
     x = torch.randn(args.batch_size, tokens, model.embed_dim, generator=g).requires_grad_(True)
@@ -70,9 +72,9 @@ def main() -> None:
                 best[variant] = min(best[variant], seconds)
     print(f"{args.model}, batch {args.batch_size}, {tokens} tokens, one block, 1 thread, best of {args.reps} "
           f"(vitune {vitune.__version__}, torch {torch.__version__})")
-    print(f"{'variant':14s} {'ms':>8s} {'x floor':>8s}")
+    print(f"{'variant':20s} {'ms':>8s} {'x floor':>8s}")
     for variant in variants:
-        print(f"{variant:14s} {best[variant] * 1e3:8.1f} {best[variant] / best['floor']:8.3f}")
+        print(f"{variant:20s} {best[variant] * 1e3:8.1f} {best[variant] / best['floor']:8.3f}")
 
 
 if __name__ == "__main__":
