@@ -91,10 +91,15 @@ def test_layer_norm_training_form_in_float64(norm):
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("frozen", [True, False])
-def test_linear_training_form_in_float64(bias, frozen):
+@pytest.mark.parametrize("zero_scale", [False, True])
+def test_linear_training_form_in_float64(bias, frozen, zero_scale):
     """After a linear the pair runs as one function (fewer passes over the output): gamma * (x W^T + b) + beta in
-    value and in every gradient -- the input's, gamma's, beta's, and the linear's own when it trains."""
+    value and in every gradient -- the input's, gamma's, beta's, and the linear's own when it trains. Gamma's
+    gradient comes from the output (divided by gamma), or, when a gamma is near zero, from the kept x W^T."""
     wrapped = perturbed(nn.Linear(16, 24, bias=bias).double())
+    if zero_scale:
+        with torch.no_grad():
+            wrapped.scale[3] = 0.0
     base = wrapped.base_layer
     base.requires_grad_(not frozen)
     x = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
@@ -107,6 +112,27 @@ def test_linear_training_form_in_float64(bias, frozen):
     for got, want in zip(torch.autograd.grad(actual, inputs, upstream), torch.autograd.grad(expected, inputs, upstream)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
+
+
+def test_linear_site_keeps_only_its_output_and_the_next_ops_tensors():
+    """The memory claim: a linear site followed by a GELU (an MLP's fc1) saves no output-sized tensor of its own;
+    the only ones kept share the output's storage, which the GELU keeps anyway. With a near-zero gamma it keeps
+    x W^T instead (one more tensor), so the gradient stays exact."""
+    for scale_zero, own_tensors in ((False, 0), (True, 1)):
+        wrapped = perturbed(nn.Linear(16, 24))
+        wrapped.base_layer.requires_grad_(False)
+        if scale_zero:
+            with torch.no_grad():
+                wrapped.scale[0] = 0.0
+        x = torch.randn(2, 5, 16)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            out = wrapped(x)
+            F.gelu(out)
+        wide = [t for t in saved if t.shape == out.shape]
+        pointer = out.untyped_storage().data_ptr()
+        assert sum(t.untyped_storage().data_ptr() != pointer for t in wide) == own_tensors
+        assert any(t.untyped_storage().data_ptr() == pointer for t in wide)
 
 def test_patch_conv_formula_and_fold():
     wrapped = perturbed(nn.Conv2d(3, 8, kernel_size=4, stride=4))
