@@ -1,4 +1,4 @@
-"""A reference of the official RepAdapter formulation, written from its formula (methods.md 1.1, 1.2, 1.4):
+"""A reference of the official RepAdapter formulation (`luogen1996/RepAdapter`, `repadapter.py`), written from its math:
 Conv1d A (D -> r, bias), dropout, grouped Conv1d B (r -> D, groups g, bias), times a scale, plus the input.
 
 It is a peer in ``vitune bench``: the same math as ``layers/repadapter.py`` in the official code's form
@@ -44,7 +44,7 @@ class ConvRepAdapter(nn.Module):
         return (channels_first + update).transpose(1, 2).contiguous()
 
     def affine64(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(M, c) with f(x) = x M^T + c at eval (methods.md 1.4), in float64."""
+        """(M, c) with f(x) = x M^T + c at eval (its structural re-parameterisation), in float64."""
         w_a = self.conv_A.weight.detach().double()[:, :, 0]  # (r, D)
         w_b_groups = self.conv_B.weight.detach().double()[:, :, 0]  # (D, r/g)
         dim, per_group = w_b_groups.shape
