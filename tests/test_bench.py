@@ -130,12 +130,16 @@ def test_bench_end_to_end_writes_the_table_json_and_plots(tmp_path, capsys):
     assert document["rounds_done"] == 1
     assert [v["name"] for v in document["variants"]] == ["full", "floor", "lora"]
     lora = document["variants"][2]
-    for key in ("trainable", "step_s", "peak_mib", "step_vs_full", "step_vs_floor", "memory_vs_full",
-                "memory_vs_floor", "unmerged_vs_plain", "merged_vs_plain", "plain_img_s", "merged_img_s", "merge_s",
+    for key in ("trainable", "step_s", "peak_mib", "tensor_mib", "step_vs_full", "step_vs_floor", "memory_vs_full",
+                "memory_vs_floor", "tensors_vs_full", "tensors_vs_floor", "unmerged_vs_plain", "merged_vs_plain",
+                "plain_img_s", "merged_img_s", "merge_s",
                 "adapter_bytes", "full_checkpoint_bytes", "storage_vs_full_checkpoint", "rounds"):
         assert lora[key] is not None, key
     assert set(lora["step_vs_full"]) == {"median", "min", "max", "rounds"}
     assert document["variants"][0]["step_vs_full"]["median"] == 1.0
     assert 0 < lora["storage_vs_full_checkpoint"] < 1
+    # Tensors: the peak above the RSS the libraries hold before the model is built (on this tiny model a few MiB).
+    assert all(0 < v["tensor_mib"] < v["peak_mib"] for v in document["variants"])
+    assert "| tensors MiB |" in printed
     plots = sorted(p.name for p in (tmp_path / "bench_plots").iterdir())
     assert plots == ["floor.png", "full.png", "lora.png"]

@@ -47,7 +47,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
 
     from ..train.build import input_size
     from .inference import measure_inference
-    from .step import BenchSettings, build_backbone, measure_step
+    from .step import BenchSettings, build_backbone, measure_step, resident_mib
     from .variants import adapt, checkpoint_bytes, parse_variant
 
     settings = BenchSettings(**job["settings"])
@@ -58,12 +58,16 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     if job["memory"]:
         settings.steps = 1  # peak memory is reached in every step; one after the warm-up is enough
     variant = parse_variant(job["variant"])
+    # What the process holds before any tensor: the libraries (the same in every process). Peak RSS above it is
+    # what the variant's tensors took, the CPU's counterpart of CUDA's allocated peak (which counts tensors only).
+    libraries_mib = resident_mib() if settings.device == "cpu" else 0.0
     backbone = build_backbone(settings)
     size = input_size(backbone)  # read from the plain backbone: vitune's place map knows its input size
     plain = copy.deepcopy(backbone) if job["inference"] else None
     full_bytes = checkpoint_bytes(backbone) if job["storage"] else None
     adapted = adapt(variant, backbone)
     result: dict[str, Any] = measure_step(adapted, settings, size)
+    result["tensor_mib"] = result["peak_mib"] - libraries_mib
     if job["inference"] and plain is not None:
         result.update(measure_inference(plain, adapted, settings, size))
     if job["storage"]:

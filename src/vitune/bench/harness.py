@@ -101,7 +101,8 @@ def run_bench(settings: BenchSettings, methods: Sequence[str], rounds: int = 3, 
             inference = variant.kind != "floor" and not variant.checkpointing
             try:
                 timed = run_fresh(settings.to_dict(), name, memory=False, inference=inference, storage=r == 0)
-                timed["peak_mib"] = run_fresh(settings.to_dict(), name, memory=True)["peak_mib"]
+                memory = run_fresh(settings.to_dict(), name, memory=True)
+                timed["peak_mib"], timed["tensor_mib"] = memory["peak_mib"], memory["tensor_mib"]
             except VituneError as e:
                 errors[name] = str(e)
                 progress(f"round {r + 1}/{rounds}: {name} failed; it is left out of later rounds")
@@ -130,7 +131,9 @@ def _pairs(raw: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             if raw.get(a) and raw.get(b):
                 out.append({"variant": a, "peer": b,
                             "step_vs_peer": ratio_spread(_column(raw, a, "step_s"), _column(raw, b, "step_s")),
-                            "memory_vs_peer": ratio_spread(_column(raw, a, "peak_mib"), _column(raw, b, "peak_mib"))})
+                            "memory_vs_peer": ratio_spread(_column(raw, a, "peak_mib"), _column(raw, b, "peak_mib")),
+                            "tensors_vs_peer": ratio_spread(_column(raw, a, "tensor_mib"),
+                                                            _column(raw, b, "tensor_mib"))})
     return out
 
 
@@ -145,16 +148,19 @@ def _summary(name: str, raw: dict[str, list[dict[str, Any]]], errors: dict[str, 
         out["error"] = errors[name]
     if not rows:
         return out
-    step, memory = _column(raw, name, "step_s"), _column(raw, name, "peak_mib")
+    step, memory, tensors = (_column(raw, name, key) for key in ("step_s", "peak_mib", "tensor_mib"))
     out["trainable"] = rows[0]["trainable"]
     out["step_s"] = statistics.median(step)
     out["peak_mib"] = statistics.median(memory)
+    out["tensor_mib"] = statistics.median(tensors)
     for baseline in BASELINES:
         out[f"step_vs_{baseline}"] = ratio_spread(step, _column(raw, baseline, "step_s"))
         out[f"memory_vs_{baseline}"] = ratio_spread(memory, _column(raw, baseline, "peak_mib"))
+        out[f"tensors_vs_{baseline}"] = ratio_spread(tensors, _column(raw, baseline, "tensor_mib"))
     if variant.checkpointing:  # against the same variant without checkpointing
         out["step_vs_own"] = ratio_spread(step, _column(raw, variant.base_name, "step_s"))
         out["memory_vs_own"] = ratio_spread(memory, _column(raw, variant.base_name, "peak_mib"))
+        out["tensors_vs_own"] = ratio_spread(tensors, _column(raw, variant.base_name, "tensor_mib"))
     for key in ("unmerged_vs_plain", "merged_vs_plain"):
         out[key] = value_spread(_column(raw, name, key))
     for key in ("plain_img_s", "unmerged_img_s", "merged_img_s", "merge_s"):

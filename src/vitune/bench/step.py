@@ -84,6 +84,15 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def resident_mib() -> float:
+    """The process's RSS now (Linux: /proc/self/statm), or its peak so far where that file does not exist."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure_step(adapted: Adapted, settings: BenchSettings, size: int) -> dict[str, float]:
     """``step_s`` (median of the timed steps) and ``peak_mib`` of training `adapted.model` one AdamW step at a time."""
     device = torch.device(settings.device)

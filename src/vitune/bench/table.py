@@ -14,6 +14,10 @@ def _bytes_cell(variant: dict[str, Any]) -> str:
     return f"{ratio:.4f}x ({variant['adapter_bytes']:,} B)"
 
 
+def _tensor_cell(variant: dict[str, Any]) -> str:
+    return "-" if variant.get("tensor_mib") is None else f"{variant['tensor_mib']:,.0f}"
+
+
 def _merge_cell(variant: dict[str, Any]) -> str:
     return "-" if variant.get("merge_s") is None else f"{variant['merge_s']:.3f}"
 
@@ -31,25 +35,29 @@ def format_table(document: dict[str, Any]) -> str:
         f"{m['cpu_count']} CPUs, load average at start {load}",
         "",
         "| variant | trainable | step s | step x full | step x floor | memory MiB | memory x full | "
-        "memory x floor | unmerged/plain img/s | merged/plain img/s | merge s | stored x full checkpoint |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "memory x floor | tensors MiB | tensors x full | tensors x floor | unmerged/plain img/s | "
+        "merged/plain img/s | merge s | stored x full checkpoint |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for v in document["variants"]:
         if "step_s" not in v:
-            lines.append(f"| {v['name']} | failed: {v.get('error', '').splitlines()[-1][:80]} |" + " |" * 10)
+            lines.append(f"| {v['name']} | failed: {v.get('error', '').splitlines()[-1][:80]} |" + " |" * 13)
             continue
         own = ""
         if v.get("checkpointing"):
-            own = f" [own step {format_spread(v.get('step_vs_own'))}, own memory {format_spread(v.get('memory_vs_own'))}]"
+            own = (f" [own step {format_spread(v.get('step_vs_own'))}, own memory {format_spread(v.get('memory_vs_own'))}"
+                   f", own tensors {format_spread(v.get('tensors_vs_own'))}]")
         lines.append(
             f"| {v['name']}{own} | {v['trainable']:,} | {v['step_s']:.3f} | {format_spread(v.get('step_vs_full'))} | "
             f"{format_spread(v.get('step_vs_floor'))} | {v['peak_mib']:,.0f} | {format_spread(v.get('memory_vs_full'))} | "
-            f"{format_spread(v.get('memory_vs_floor'))} | {format_spread(v.get('unmerged_vs_plain'))} | "
+            f"{format_spread(v.get('memory_vs_floor'))} | {_tensor_cell(v)} | {format_spread(v.get('tensors_vs_full'))} | "
+            f"{format_spread(v.get('tensors_vs_floor'))} | {format_spread(v.get('unmerged_vs_plain'))} | "
             f"{format_spread(v.get('merged_vs_plain'))} | {_merge_cell(v)} | {_bytes_cell(v)} |"
         )
     for pair in document.get("pairs", []):
         lines.append(f"\n{pair['variant']} / {pair['peer']}, paired round by round: step "
-                     f"{format_spread(pair['step_vs_peer'])}, peak memory {format_spread(pair['memory_vs_peer'])}")
+                     f"{format_spread(pair['step_vs_peer'])}, peak memory {format_spread(pair['memory_vs_peer'])}, "
+                     f"tensors {format_spread(pair.get('tensors_vs_peer'))}")
     for name, reason in document.get("skipped", {}).items():
         lines.append(f"\nskipped {name}: {reason}")
     return "\n".join(lines)
