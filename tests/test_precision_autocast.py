@@ -1,4 +1,5 @@
-"""bfloat16 autocast on the CPU: every method trains through it (forward, backward, float32 gradients)."""
+"""bfloat16 and float16 autocast on the CPU: every method trains through them (forward, backward, float32
+gradients)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from cases import TINY_CONFIGS
 from helpers import image_batch, make_backbone, perturb_trainable
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("method", vitune.methods())
-def test_bf16_autocast_forward_and_backward(method):
+def test_autocast_forward_and_backward(method, dtype):
     model = vitune.apply(make_backbone(), method, **TINY_CONFIGS.get(method, {})).train()
     perturb_trainable(model)
     x = image_batch(model)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         logits = model(x)
         loss = F.cross_entropy(logits, torch.arange(len(x)) % 5)
-    assert logits.dtype == torch.bfloat16  # autocast reached the head: nothing forced float32 all the way
+    assert logits.dtype == dtype  # autocast reached the head: nothing forced float32 all the way
     loss.backward()
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert trainable

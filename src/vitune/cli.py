@@ -243,6 +243,7 @@ def _add_bench_parser(sub) -> None:
 def _run_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .atomic import atomic_write_text
     from .bench import BenchSettings, format_table, run_bench
     from .bench.plot import write_plots
 
@@ -253,7 +254,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     def write_json(document: dict) -> None:  # after every round: an interrupted run keeps its finished rounds
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+            atomic_write_text(args.json, json.dumps(document, indent=2) + "\n")  # a kill leaves the last round
 
     document = run_bench(settings, _split_list(args.methods, "--methods"), args.rounds, args.grad_checkpointing,
                          progress=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True), round_done=write_json)
