@@ -30,6 +30,20 @@ def _forward_seconds(model: nn.Module, x: torch.Tensor, device: torch.device, no
 def measure_inference(plain: nn.Module, adapted: Adapted, settings: BenchSettings, size: int) -> dict[str, float | None]:
     """Images per second of each model (median over repeats), the median per-repeat ratios to the plain
     backbone, and ``merge_s``: the seconds the variant's merge takes (None where it does not merge)."""
+    seconds, merge_s = inference_seconds(plain, adapted, settings, size)
+    result: dict[str, float | None] = {"merge_s": merge_s}
+    for name in ("plain", "unmerged", "merged"):
+        result[f"{name}_img_s"] = settings.batch_size / statistics.median(seconds[name]) if name in seconds else None
+        if name != "plain":
+            ratios = [p / t for p, t in zip(seconds["plain"], seconds.get(name, []))]  # throughput ratio
+            result[f"{name}_vs_plain"] = statistics.median(ratios) if ratios else None
+    return result
+
+
+def inference_seconds(plain: nn.Module, adapted: Adapted, settings: BenchSettings,
+                      size: int) -> tuple[dict[str, list[float]], float | None]:
+    """Seconds per eval batch of each model ("plain", "unmerged", "merged" where the variant merges), one list
+    per model with one entry per repeat, the models taking turns; and the merge's seconds (None: no merge)."""
     device = torch.device(settings.device)
     now = clock(settings)
     models = {"plain": plain.to(device).eval(), "unmerged": adapted.model.to(device).eval()}
@@ -49,10 +63,4 @@ def measure_inference(plain: nn.Module, adapted: Adapted, settings: BenchSetting
     for _ in range(settings.inference_repeats):
         for name, model in models.items():
             seconds[name].append(_forward_seconds(model, x, device, now))
-    result: dict[str, float | None] = {"merge_s": merge_s}
-    for name in ("plain", "unmerged", "merged"):
-        result[f"{name}_img_s"] = settings.batch_size / statistics.median(seconds[name]) if name in seconds else None
-        if name != "plain":
-            ratios = [p / t for p, t in zip(seconds["plain"], seconds.get(name, []))]  # throughput ratio
-            result[f"{name}_vs_plain"] = statistics.median(ratios) if ratios else None
-    return result
+    return seconds, merge_s
