@@ -122,18 +122,24 @@ def _column(raw: dict[str, list[dict[str, Any]]], name: str, key: str) -> list[f
     return [row.get(key) for row in raw.get(name, [])]
 
 
+# What each ratio compares: ``<ratio>_vs_<baseline>`` divides the variant's figure by the baseline's, round by round.
+RATIOS = {"step": "step_s", "memory": "peak_mib", "tensors": "tensor_mib"}
+
+
+def _ratios(raw: dict[str, list[dict[str, Any]]], name: str, baseline: str, label: str) -> dict[str, Any]:
+    """``{"step_vs_<label>": ..., "memory_vs_<label>": ..., "tensors_vs_<label>": ...}``: `name` over `baseline`."""
+    return {f"{ratio}_vs_{label}": ratio_spread(_column(raw, name, key), _column(raw, baseline, key))
+            for ratio, key in RATIOS.items()}
+
+
 def _pairs(raw: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """vitune's variant over its peer, step time and peak memory, round by round (both measured in each)."""
+    """vitune's variant over its peer, step time and memory, round by round (both measured in each)."""
     out = []
     for ours, theirs in PAIRS:
         for suffix in ("", CHECKPOINTING_SUFFIX):
             a, b = ours + suffix, theirs + suffix
             if raw.get(a) and raw.get(b):
-                out.append({"variant": a, "peer": b,
-                            "step_vs_peer": ratio_spread(_column(raw, a, "step_s"), _column(raw, b, "step_s")),
-                            "memory_vs_peer": ratio_spread(_column(raw, a, "peak_mib"), _column(raw, b, "peak_mib")),
-                            "tensors_vs_peer": ratio_spread(_column(raw, a, "tensor_mib"),
-                                                            _column(raw, b, "tensor_mib"))})
+                out.append({"variant": a, "peer": b, **_ratios(raw, a, b, "peer")})
     return out
 
 
@@ -148,19 +154,13 @@ def _summary(name: str, raw: dict[str, list[dict[str, Any]]], errors: dict[str, 
         out["error"] = errors[name]
     if not rows:
         return out
-    step, memory, tensors = (_column(raw, name, key) for key in ("step_s", "peak_mib", "tensor_mib"))
     out["trainable"] = rows[0]["trainable"]
-    out["step_s"] = statistics.median(step)
-    out["peak_mib"] = statistics.median(memory)
-    out["tensor_mib"] = statistics.median(tensors)
+    for key in RATIOS.values():
+        out[key] = statistics.median(_column(raw, name, key))
     for baseline in BASELINES:
-        out[f"step_vs_{baseline}"] = ratio_spread(step, _column(raw, baseline, "step_s"))
-        out[f"memory_vs_{baseline}"] = ratio_spread(memory, _column(raw, baseline, "peak_mib"))
-        out[f"tensors_vs_{baseline}"] = ratio_spread(tensors, _column(raw, baseline, "tensor_mib"))
+        out.update(_ratios(raw, name, baseline, baseline))
     if variant.checkpointing:  # against the same variant without checkpointing
-        out["step_vs_own"] = ratio_spread(step, _column(raw, variant.base_name, "step_s"))
-        out["memory_vs_own"] = ratio_spread(memory, _column(raw, variant.base_name, "peak_mib"))
-        out["tensors_vs_own"] = ratio_spread(tensors, _column(raw, variant.base_name, "tensor_mib"))
+        out.update(_ratios(raw, name, variant.base_name, "own"))
     for key in ("unmerged_vs_plain", "merged_vs_plain"):
         out[key] = value_spread(_column(raw, name, key))
     for key in ("plain_img_s", "unmerged_img_s", "merged_img_s", "merge_s"):

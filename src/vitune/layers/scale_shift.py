@@ -52,7 +52,8 @@ class ScaledLinear(torch.autograd.Function):
     more passes over the output.
 
     When any |gamma| < SMALL_SCALE, or under torch.compile (which cannot branch on values), x W^T is kept and
-    gamma's gradient is sum_tokens(grad * x W^T) + b * sum_tokens(grad): exact at any gamma.
+    gamma's gradient is sum_tokens(grad * x W^T) + b * sum_tokens(grad): exact at any gamma. That check reads
+    gamma on the host: free on the CPU, one synchronisation per site and step on an accelerator.
     """
 
     @staticmethod
