@@ -21,6 +21,7 @@ import timm
 import torch
 
 import vitune
+from vitune.bench.fresh_process import restart_on_a_steady_heap
 from vitune.bench.variants import adapt, parse_variant
 
 DEFAULT_VARIANTS = ("lora", "lora_qkv", "peft_lora_qkv", "repadapter", "repadapter_official", "arc", "kadaptation",
@@ -54,6 +55,7 @@ def main() -> None:
                         help="vitune bench's variant names (methods, lora_qkv, peft_lora_qkv, repadapter_official)")
     parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args()
+    restart_on_a_steady_heap()  # the timing processes' allocator (vitune.bench.fresh_process)
     torch.set_num_threads(1)
     variants = ["floor", "full", *args.variants.split(",")]
     blocks = {v: one_block(args.model, v) for v in variants}

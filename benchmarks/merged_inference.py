@@ -21,6 +21,7 @@ import torch
 import vitune
 from vitune.bench.inference import inference_seconds
 from vitune.bench.step import BenchSettings, build_backbone
+from vitune.bench.fresh_process import restart_on_a_steady_heap
 from vitune.bench.variants import adapt, parse_variant
 from vitune.train.build import input_size
 
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--clock", default="cpu", choices=("cpu", "wall"))
     args = parser.parse_args()
+    restart_on_a_steady_heap()  # the timing processes' allocator (vitune.bench.fresh_process)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = BenchSettings(model=args.model, batch_size=args.batch_size, inference_repeats=args.repeats,

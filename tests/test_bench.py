@@ -62,12 +62,37 @@ def test_every_kind_of_variant_is_measured(name):
     if name.startswith("peft"):
         pytest.importorskip("peft")
     result = measure({"settings": TINY_SETTINGS, "variant": name, "memory": False, "inference": True, "storage": True})
-    assert result["step_s"] > 0 and result["peak_mib"] > 0
+    assert result["step_s"] > 0 and result["peak_mib"] > 0 and result["page_faults_per_step"] >= 0
     assert (result["trainable"] == 0) == (name == "floor")
     assert result["plain_img_s"] > 0 and result["unmerged_img_s"] > 0
     assert (result["merged_img_s"] is None) == (name == "floor")
     assert result["full_checkpoint_bytes"] > 0
     assert (result["adapter_bytes"] is None) == (name == "floor")
+
+
+def test_timing_processes_keep_a_warm_heap_and_memory_processes_hand_memory_back(monkeypatch):
+    import os
+    import subprocess
+
+    from vitune.bench import fresh_process
+
+    seen = []  # the allocator settings each measuring process is started with
+
+    def fake_run(command, env, **kwargs):
+        seen.append({k: env.get(k) for k in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")})
+        return subprocess.CompletedProcess(command, 0, stdout="{}\n", stderr="")
+
+    for key in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(fresh_process.subprocess, "run", fake_run)
+    fresh_process.run_fresh(TINY_SETTINGS, "lora", memory=False)
+    fresh_process.run_fresh(TINY_SETTINGS, "lora", memory=True)
+    fresh_process.run_fresh({**TINY_SETTINGS, "device": "cuda"}, "lora", memory=False)
+    steady, peak, cuda = seen
+    assert steady["MALLOC_MMAP_MAX_"] == "0" and int(steady["MALLOC_TRIM_THRESHOLD_"]) >= 2**40
+    assert peak == {"MALLOC_MMAP_MAX_": None, "MALLOC_TRIM_THRESHOLD_": None, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    assert cuda == dict.fromkeys(cuda)  # CUDA's own caching allocator; the host's is left alone
+    assert os.environ.get("MALLOC_MMAP_MAX_") is None  # the settings go to the child only
 
 
 def test_default_is_quick_and_named_sets_expand():

@@ -227,7 +227,7 @@ def _add_bench_parser(sub) -> None:
                         "repadapter_official; NAME+ckpt with activation checkpointing; the sets all (every seed "
                         "method and the peers) and peers (default: %(default)s)")
     b.add_argument("--rounds", type=int, default=3, help="rounds; every variant runs once per round (default 3)")
-    b.add_argument("--warmup", type=int, default=1, help="untimed steps per measuring process (default 1)")
+    b.add_argument("--warmup", type=int, default=2, help="untimed steps per measuring process (default 2)")
     b.add_argument("--steps", type=int, default=2, help="timed steps per measuring process (default 2)")
     b.add_argument("--threads", type=int, default=None, help="torch threads per measuring process")
     b.add_argument("--clock", choices=("wall", "cpu"), default="wall",
