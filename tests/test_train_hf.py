@@ -148,3 +148,14 @@ def test_img_size_and_config_fields(hf_folders):
         create_backbone(f"hf:{hf_folders['vit']}", num_classes=3, model_kwargs={"nope": 1})
     with pytest.raises(RunError, match="do not fit the backbone.*vit.embeddings"):
         create_backbone(f"hf:{hf_folders['vit']}", num_classes=3, model_kwargs={"hidden_size": 64})
+
+
+def test_grad_checkpointing_reaches_a_hugging_face_model(hf_folders):
+    from vitune.train.build import build_model
+    from vitune.train.config import RunConfig
+
+    for on in (True, False):
+        config = RunConfig(method="lora", model=f"hf:{hf_folders['vit']}", grad_checkpointing=on)
+        model, _, _ = build_model(config, num_classes=5, warn=False)
+        layers = [m for m in model.modules() if hasattr(m, "gradient_checkpointing")]
+        assert layers and all(m.gradient_checkpointing is on for m in layers)

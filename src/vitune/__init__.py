@@ -11,6 +11,7 @@ from .api import (  # noqa: E402
     merge,
     merged_model_args,
     parameter_groups,
+    set_grad_checkpointing,
     trainable_parameters,
     unwrap,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "recommended_config",
     "save_adapter",
     "save_merged",
+    "set_grad_checkpointing",
     "trainable_parameters",
     "unwrap",
     "zero_shot_head",

@@ -283,6 +283,13 @@ def merge(model: nn.Module) -> nn.Module:
     return wrapper
 
 
+def set_grad_checkpointing(model: nn.Module, enable: bool = True) -> None:
+    """Activation checkpointing on or off: each block recomputes its activations in backward, for the same
+    gradients at a fraction of the memory. timm's ``set_grad_checkpointing`` on timm models, transformers'
+    activation checkpointing on Hugging Face ones; before or after :func:`apply`."""
+    find_family(unwrap(model)).set_grad_checkpointing(unwrap(model), enable)
+
+
 def merged_model_args(model: nn.Module) -> dict:
     """Constructor arguments that rebuild this (merged) model with its family's factory: timm's
     ``qkv_bias=True`` after a merge gave bias-less qkv layers a bias. Empty when none are needed."""

@@ -164,6 +164,11 @@ def require_linear(block: nn.Module, path: str, attr: str, expected: str) -> nn.
     return module
 
 
+def timm_grad_checkpointing(model: nn.Module, enable: bool) -> None:
+    """timm's own switch: each block recomputes its activations in backward (non-reentrant checkpoints)."""
+    model.set_grad_checkpointing(enable)
+
+
 @dataclass(frozen=True)
 class BackboneFamily:
     name: str
@@ -172,6 +177,8 @@ class BackboneFamily:
     # Constructor arguments a merged model needs to be rebuilt with the family's own factory (a merge that
     # gave bias-less qkv layers a bias needs timm's qkv_bias=True; for Hugging Face models, config fields).
     merged_model_args: Callable[[nn.Module], dict] = lambda model: {}
+    # Switches activation checkpointing on (True) or off, adapted or not; timm's own switch unless set.
+    set_grad_checkpointing: Callable[[nn.Module, bool], None] = timm_grad_checkpointing
 
 
 _FAMILIES: list[BackboneFamily] = []

@@ -89,6 +89,24 @@ def hf_block_places(layer: nn.Module, path: str, index: int, layout: HFLayerLayo
     )
 
 
+def hf_grad_checkpointing(model: nn.Module, enable: bool) -> None:
+    """transformers' activation checkpointing on the outermost ``PreTrainedModel`` in `model`: each layer
+    recomputes its activations in backward, through non-reentrant checkpoints as timm's."""
+    from transformers import PreTrainedModel
+
+    owner = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)  # outermost comes first
+    if owner is None or not owner.supports_gradient_checkpointing:
+        what = "holds no transformers PreTrainedModel" if owner is None else "does not support it in transformers"
+        raise BackboneError(f"activation checkpointing: {type(model).__name__} {what}")
+    kwargs = {"use_reentrant": False}
+    if not enable:
+        getattr(owner, "activation_checkpointing_disable", owner.gradient_checkpointing_disable)()
+    elif hasattr(owner, "activation_checkpointing_enable"):  # the newer name; the older one warns
+        owner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        owner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def is_transformers_model(model: nn.Module, class_names: tuple[str, ...]) -> bool:
     """Whether `model` is one of transformers' classes named `class_names` (or a subclass), without importing
     transformers for models that come from elsewhere (it takes seconds to import)."""

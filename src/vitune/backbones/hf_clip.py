@@ -17,7 +17,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import BackboneFamily, ModelPlaces, register_family
-from .hf_blocks import HFLayerLayout, hf_model_places, is_transformers_model
+from .hf_blocks import HFLayerLayout, hf_grad_checkpointing, hf_model_places, is_transformers_model
 from .hf_clip_classifier import CLIPZeroShotClassifier
 
 CLASSES = ("CLIPVisionModel", "CLIPVisionModelWithProjection", "CLIPForImageClassification")
@@ -54,5 +54,6 @@ HF_CLIP = register_family(
         name="hf_clip",
         matches=lambda model: isinstance(model, CLIPZeroShotClassifier) or is_transformers_model(model, CLASSES),
         places=_places,
+        set_grad_checkpointing=hf_grad_checkpointing,
     )
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import BackboneFamily, ModelPlaces, register_family
-from .hf_blocks import HFLayerLayout, hf_model_places, is_transformers_model, qkv_bias_args
+from .hf_blocks import HFLayerLayout, hf_grad_checkpointing, hf_model_places, is_transformers_model, qkv_bias_args
 
 PLAIN = ("Dinov2Model", "Dinov2ForImageClassification")
 REGISTERS = ("Dinov2WithRegistersModel", "Dinov2WithRegistersForImageClassification")
@@ -54,6 +54,6 @@ def _places(model: nn.Module) -> ModelPlaces:
 HF_DINOV2 = register_family(
     BackboneFamily(
         name="hf_dinov2", matches=lambda model: is_transformers_model(model, PLAIN + REGISTERS), places=_places,
-        merged_model_args=qkv_bias_args,
+        merged_model_args=qkv_bias_args, set_grad_checkpointing=hf_grad_checkpointing,
     )
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import BackboneFamily, ModelPlaces, register_family
-from .hf_blocks import HFLayerLayout, hf_model_places, is_transformers_model, qkv_bias_args
+from .hf_blocks import HFLayerLayout, hf_grad_checkpointing, hf_model_places, is_transformers_model, qkv_bias_args
 
 CLASSES = ("ViTModel", "ViTForImageClassification")
 
@@ -43,6 +43,6 @@ def _places(model: nn.Module) -> ModelPlaces:
 HF_VIT = register_family(
     BackboneFamily(
         name="hf_vit", matches=lambda model: is_transformers_model(model, CLASSES), places=_places,
-        merged_model_args=qkv_bias_args,
+        merged_model_args=qkv_bias_args, set_grad_checkpointing=hf_grad_checkpointing,
     )
 )

@@ -102,9 +102,7 @@ class Adapted:
 def adapt(variant: Variant, backbone: nn.Module) -> Adapted:
     """Adapt `backbone` (in place, or wrapped for PEFT) for `variant`; checkpointing is switched on here."""
     if variant.checkpointing:
-        if not hasattr(backbone, "set_grad_checkpointing"):
-            raise VituneError(f"bench: {type(backbone).__name__} has no set_grad_checkpointing (a timm model has)")
-        backbone.set_grad_checkpointing(True)
+        api.set_grad_checkpointing(backbone)
     if variant.kind == "floor":
         for p in backbone.parameters():
             p.requires_grad_(False)

@@ -12,7 +12,7 @@ from torch import nn
 from .. import api, io
 from ..backbones import find_places
 from ..backbones.create import create_backbone, recreate_backbone
-from ..errors import AdapterFileError, RunError
+from ..errors import AdapterFileError, BackboneError, RunError
 from ..methods import get_method
 from .config import RunConfig
 
@@ -62,9 +62,10 @@ def build_model(config: RunConfig, num_classes: int, *, warn: bool = True) -> tu
     size = source.get("input_size") or input_size(model)
     api.apply(model, config.method, **method_config)
     if config.grad_checkpointing:
-        if not hasattr(model, "set_grad_checkpointing"):
-            raise RunError(f"--grad-checkpointing: {type(model).__name__} has no set_grad_checkpointing (timm models do)")
-        model.set_grad_checkpointing(True)  # blocks recompute their activations in backward: less memory
+        try:
+            api.set_grad_checkpointing(model)  # blocks recompute their activations in backward: less memory
+        except BackboneError as error:
+            raise RunError(f"--grad-checkpointing: {error}") from error
     return model, source, size
 
 

@@ -81,7 +81,7 @@ class RunConfig:
     clip_grad: float | None = _field(None, "gradient clipping threshold (None: off)")
     clip_mode: Literal["norm", "value", "agc"] = _field("norm", "gradient clipping mode")
     amp: bool = _field(False, "mixed precision (float16 on CUDA, bfloat16 on the CPU)")
-    grad_checkpointing: bool = _field(False, "activation checkpointing (timm's set_grad_checkpointing)")
+    grad_checkpointing: bool = _field(False, "activation checkpointing (vitune.set_grad_checkpointing)")
     # evaluation and selection
     eval_interval: int = _field(0, "also evaluate every N epochs (0: only after the last)")
     selection: Literal["final_epoch", "best_eval"] = _field(
