@@ -184,18 +184,6 @@ def merging_a_method_that_cannot_merge(tmp: Path) -> None:
     vitune.merge(vitune.apply(make_backbone(), "adapter"))
 
 
-def merged_model_does_not_fit_timm(tmp: Path) -> None:
-    from vitune.train import merge_folder, train
-
-    task = make_vtab(tmp, "tiny", n_per_split=8, num_classes=2)
-    train({"method": "repadapter", "model": "vit_tiny_patch16_224", "data": str(task), "epochs": 1, "batch_size": 4,
-           "warmup_epochs": 0, "workers": 0,
-           "model_kwargs": {"depth": 1, "embed_dim": 64, "num_heads": 2, "img_size": 32, "patch_size": 8,
-                            "qkv_bias": False, "proj_bias": False}},
-          tmp / "run")
-    merge_folder(tmp / "run", tmp / "merged")
-
-
 def recipe_unknown_key(tmp: Path) -> None:
     from vitune.train.config import resolve_config
 

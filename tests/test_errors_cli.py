@@ -184,13 +184,6 @@ def merging_a_method_that_cannot_merge(tmp, trained):
     return ["merge", trained / "adapter", "--out", tmp / "merged"]
 
 
-def merged_model_does_not_fit_timm(tmp, trained):
-    no_biases = ["--model-kwargs", "depth=1", "embed_dim=64", "num_heads=2", "img_size=32", "patch_size=8",
-                 "qkv_bias=false", "proj_bias=false"]
-    assert run_cli(train(trained / "tiny", tmp / "run", *no_biases, method="repadapter"))[0] == 0
-    return ["merge", tmp / "run", "--out", tmp / "merged"]
-
-
 def recipe_unknown_key(tmp, trained):
     (tmp / "r.yaml").write_text("method: lora\nlearning_rate: 0.1\n")
     return train(trained / "tiny", tmp / "run", "--recipe", tmp / "r.yaml")

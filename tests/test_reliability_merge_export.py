@@ -1,9 +1,12 @@
-"""`vitune merge` writes only exports timm can rebuild: a merge that gives a layer a bias no timm constructor
-argument brings back (RepAdapter before fc1 on a ViT built with proj_bias=False: timm ties fc1's and fc2's bias
-to proj's) is refused with a message naming the tensor, and leaves no folder; where the arguments do cover the
-merge (SSF there gives qkv, proj, fc1 and fc2 biases: qkv_bias and proj_bias), the export loads strictly."""
+"""`vitune merge` writes only exports timm can rebuild. A merge gives biases to the layers it folds into, and
+timm's flags give them to whole groups (proj_bias: proj, fc1 and fc2 of every block), so the rest of such a
+group gets a zero bias and the export loads strictly (RepAdapter before fc1 and SSF on a ViT built with
+qkv_bias=False and proj_bias=False). Where a family could not complete a merge, the export is refused with a
+message naming the tensors, and no folder is left."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import timm
@@ -29,8 +32,13 @@ def trained(task, out, method: str):
     return out
 
 
-def test_a_merge_timm_cannot_rebuild_is_refused_and_leaves_nothing(task, tmp_path, capsys):
+def test_a_merge_timm_cannot_rebuild_is_refused_and_leaves_nothing(task, tmp_path, capsys, monkeypatch):
+    from vitune.backbones import base, timm_vit
+
     run = trained(task, tmp_path / "run", "repadapter")
+    # the timm ViT family without its completion: as a family whose flags cannot cover what a merge added
+    stuck = dataclasses.replace(timm_vit.TIMM_VIT, complete_merge=lambda model: None)
+    monkeypatch.setattr(base, "_FAMILIES", [stuck if f is timm_vit.TIMM_VIT else f for f in base._FAMILIES])
     code, _, err = run_cli(["merge", run, "--out", tmp_path / "merged"], capsys)
     assert code == 2 and "Traceback" not in err
     message = err.strip().splitlines()[-1]
@@ -44,11 +52,16 @@ def test_a_merge_timm_cannot_rebuild_is_refused_and_leaves_nothing(task, tmp_pat
     assert list((tmp_path / "empty").iterdir()) == []
 
 
-def test_a_merge_the_arguments_cover_loads_strictly_in_timm(task, tmp_path, capsys):
-    run = trained(task, tmp_path / "run", "ssf")
+@pytest.mark.parametrize("method", ["repadapter", "ssf"])
+def test_a_merge_the_arguments_cover_loads_strictly_in_timm(method, task, tmp_path, capsys):
+    run = trained(task, tmp_path / "run", method)
     code, _, err = run_cli(["merge", run, "--out", tmp_path / "merged"], capsys)
     assert code == 0, err
     plain = timm.create_model(f"local-dir:{tmp_path / 'merged'}", pretrained=True).eval()  # strict load
+    block = plain.blocks[0]
+    if method == "repadapter":  # the merge gave fc1 its bias; proj and fc2 got zeros for proj_bias=True
+        assert block.mlp.fc1.bias.abs().sum() > 0 and block.attn.qkv.bias.abs().sum() > 0
+        assert not block.attn.proj.bias.any() and not block.mlp.fc2.bias.any()
     adapted, _ = load_trained(run / "adapter")
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -263,8 +263,8 @@ def merge(model: nn.Module) -> nn.Module:
     """Fold the method into the backbone's weights, in place; no vitune module is left.
 
     Afterwards every module is the backbone's own class and ``state_dict()`` has the stock model's keys
-    (plus any bias the merge had to add to a bias-less layer: ``merged_model_args`` names the constructor
-    flags that rebuild such a model). Returns `model` (a compiled or DataParallel wrapper stays around it).
+    (plus any bias the merge had to add to a bias-less layer, and zero biases to the rest of a group one
+    constructor flag covers: ``merged_model_args`` names the flags that rebuild such a model). Returns `model` (a compiled or DataParallel wrapper stays around it).
     """
     wrapper, model = model, unwrap(model)
     method = _require_method(model, "merge")
@@ -279,6 +279,7 @@ def merge(model: nn.Module) -> nn.Module:
                 remove_module(model, path)
             else:
                 replace_module(model, path, replacement)
+        find_family(model).complete_merge(model)
     object.__delattr__(model, _ATTR)
     return wrapper
 

@@ -177,6 +177,9 @@ class BackboneFamily:
     # Constructor arguments a merged model needs to be rebuilt with the family's own factory (a merge that
     # gave bias-less qkv layers a bias needs timm's qkv_bias=True; for Hugging Face models, config fields).
     merged_model_args: Callable[[nn.Module], dict] = lambda model: {}
+    # After a merge: make the merged model one the constructor arguments above can build, where the family's
+    # factory sets biases for whole groups of layers (timm's proj_bias covers proj, fc1 and fc2 of every block).
+    complete_merge: Callable[[nn.Module], None] = lambda model: None
     # Switches activation checkpointing on (True) or off, adapted or not; timm's own switch unless set.
     set_grad_checkpointing: Callable[[nn.Module, bool], None] = timm_grad_checkpointing
 

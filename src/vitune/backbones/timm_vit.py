@@ -74,17 +74,34 @@ def _places(model: nn.Module) -> ModelPlaces:
     )
 
 
+# timm's constructor flags that give a group of linears, in every block, a bias (the MLP's follows proj_bias).
+BIAS_FLAGS = {"qkv_bias": ("attn.qkv",), "proj_bias": ("attn.proj", "mlp.fc1", "mlp.fc2")}
+
+
+def _bias_group(model: nn.Module, parts: tuple[str, ...]) -> list[nn.Linear]:
+    return [block.get_submodule(part) for block in model.blocks for part in parts]
+
+
+def _complete_merge(model: nn.Module) -> None:
+    """A merge gives biases to the layers it folds into (RepAdapter: fc1 alone of proj, fc1 and fc2); a
+    flag gives them to a whole group. Where the merge gave part of a group one, the rest of it gets a zero
+    bias, so the flag rebuilds the merged model exactly (adding zero changes no output)."""
+    for parts in BIAS_FLAGS.values():
+        linears = _bias_group(model, parts)
+        if any(linear.bias is not None for linear in linears):
+            for linear in linears:
+                if linear.bias is None:
+                    zeros = linear.weight.new_zeros(linear.out_features)
+                    linear.bias = nn.Parameter(zeros, requires_grad=linear.weight.requires_grad)
+
+
 def _merged_model_args(model: nn.Module) -> dict:
     """timm's constructor flags for biases a merge may have added to layers the stock model builds without."""
-    attns = [block.attn for block in model.blocks]
-    args = {}
-    if attns and all(a.qkv.bias is not None for a in attns):
-        args["qkv_bias"] = True
-    if attns and all(a.proj.bias is not None for a in attns):
-        args["proj_bias"] = True
-    return args
+    return {flag: True for flag, parts in BIAS_FLAGS.items()
+            if all(linear.bias is not None for linear in _bias_group(model, parts))}
 
 
 TIMM_VIT = register_family(
-    BackboneFamily(name="timm_vit", matches=_is_timm_vit, places=_places, merged_model_args=_merged_model_args)
+    BackboneFamily(name="timm_vit", matches=_is_timm_vit, places=_places, merged_model_args=_merged_model_args,
+                   complete_merge=_complete_merge)
 )

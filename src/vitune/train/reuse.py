@@ -134,9 +134,9 @@ def merge_folder(path: str | Path, out: str | Path) -> Path:
 
 def _check_rebuilds(model, folder: Path, source: dict[str, Any], method: str, path) -> None:
     """The export must rebuild as a user's timm rebuilds it, from its config.json alone (here on the meta
-    device: names and shapes, no weights). A merge can give a bias-less layer a bias that no timm constructor
-    argument brings back (RepAdapter before fc1 on a ViT built with proj_bias=False, whose fc1 and fc2 follow
-    proj); such an export would fail timm's strict load."""
+    device: names and shapes, no weights). A merge can give a bias-less layer a bias, and the family completes
+    it for its constructor's flags (``complete_merge``); a merged model those flags still could not build would
+    fail timm's strict load, so it is refused here."""
     stock = rebuild_merged_on_meta(folder, source)  # a Hugging Face export: by transformers' Auto class
     ours, theirs = model.state_dict(), stock.state_dict()
     differ = [f"{name} (the merge's, not the rebuilt model's)" for name in ours if name not in theirs]
