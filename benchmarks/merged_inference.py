@@ -19,9 +19,9 @@ import statistics
 import torch
 
 import vitune
+from vitune.bench.fresh_process import restart_on_a_steady_heap
 from vitune.bench.inference import inference_seconds
 from vitune.bench.step import BenchSettings, build_backbone
-from vitune.bench.fresh_process import restart_on_a_steady_heap
 from vitune.bench.variants import adapt, parse_variant
 from vitune.train.build import input_size
 

@@ -70,7 +70,8 @@ def test_same_gradients_with_and_without_checkpointing(method, kind):
 def test_a_model_of_no_known_family_is_refused_by_name():
     from torch import nn
 
-    with pytest.raises(vitune.BackboneError, match="does not know where to attach in a torch.nn.modules.container.Sequential"):
+    unknown = "does not know where to attach in a torch.nn.modules.container.Sequential"
+    with pytest.raises(vitune.BackboneError, match=unknown):
         vitune.set_grad_checkpointing(nn.Sequential(nn.Linear(2, 2)))
 
 
@@ -98,8 +99,9 @@ def test_a_tower_without_a_pretrained_model_is_refused_by_name():
 
     from vitune.backbones.hf_blocks import hf_grad_checkpointing
 
+    bare = nn.Sequential(nn.Linear(2, 2))  # as older transformers' CLIP image tower, outside its PreTrainedModel
     with pytest.raises(vitune.BackboneError, match="Sequential holds no transformers PreTrainedModel"):
-        hf_grad_checkpointing(nn.Sequential(nn.Linear(2, 2)), True)  # older transformers' bare CLIP image tower
+        hf_grad_checkpointing(bare, True)
 
 
 def test_train_builds_the_model_with_checkpointing_on():

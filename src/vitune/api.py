@@ -264,7 +264,8 @@ def merge(model: nn.Module) -> nn.Module:
 
     Afterwards every module is the backbone's own class and ``state_dict()`` has the stock model's keys
     (plus any bias the merge had to add to a bias-less layer, and zero biases to the rest of a group one
-    constructor flag covers: ``merged_model_args`` names the flags that rebuild such a model). Returns `model` (a compiled or DataParallel wrapper stays around it).
+    constructor flag covers: ``merged_model_args`` names the flags that rebuild such a model). Returns
+    `model` (a compiled or DataParallel wrapper stays around it).
     """
     wrapper, model = model, unwrap(model)
     method = _require_method(model, "merge")

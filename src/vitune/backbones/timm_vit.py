@@ -88,11 +88,12 @@ def _complete_merge(model: nn.Module) -> None:
     bias, so the flag rebuilds the merged model exactly (adding zero changes no output)."""
     for parts in BIAS_FLAGS.values():
         linears = _bias_group(model, parts)
-        if any(linear.bias is not None for linear in linears):
-            for linear in linears:
-                if linear.bias is None:
-                    zeros = linear.weight.new_zeros(linear.out_features)
-                    linear.bias = nn.Parameter(zeros, requires_grad=linear.weight.requires_grad)
+        missing = [linear for linear in linears if linear.bias is None]
+        if len(missing) == len(linears):  # no bias in the group: its flag stays off
+            continue
+        for linear in missing:
+            zeros = linear.weight.new_zeros(linear.out_features)
+            linear.bias = nn.Parameter(zeros, requires_grad=linear.weight.requires_grad)
 
 
 def _merged_model_args(model: nn.Module) -> dict:

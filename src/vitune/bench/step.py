@@ -2,7 +2,8 @@
 
 Step time is the median of ``steps`` AdamW steps after ``warmup`` steps: the first step allocates the
 optimizer state and the second is the first to hold it beside the activations, so the heap grows through two
-steps (ViT-S/16 at batch 16: 200,000 and 65,000 page faults, then next to none) before every step costs the same. Peak memory is the process's peak RSS on the CPU and
+steps (ViT-S/16 at batch 16: 200,000 and 65,000 page faults, then next to none) before every step costs the
+same. Peak memory is the process's peak RSS on the CPU and
 ``torch.cuda.max_memory_allocated`` on CUDA; :mod:`.fresh_process` runs each measurement in a process of its
 own, so nothing from another variant is counted.
 """
