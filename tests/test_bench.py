@@ -61,13 +61,56 @@ def test_peft_lora_adapts_the_layers_vitune_s_lora_qkv_adapts():
 def test_every_kind_of_variant_is_measured(name):
     if name.startswith("peft"):
         pytest.importorskip("peft")
-    result = measure({"settings": TINY_SETTINGS, "variant": name, "memory": False, "inference": True, "storage": True})
+    result = measure({"settings": TINY_SETTINGS, "variant": name, "memory": False, "inference": True, "storage": True,
+                      "flops": True})
     assert result["step_s"] > 0 and result["peak_mib"] > 0 and result["page_faults_per_step"] >= 0
+    assert result["step_flops"] > 0
     assert (result["trainable"] == 0) == (name == "floor")
     assert result["plain_img_s"] > 0 and result["unmerged_img_s"] > 0
     assert (result["merged_img_s"] is None) == (name == "floor")
     assert result["full_checkpoint_bytes"] > 0
     assert (result["adapter_bytes"] is None) == (name == "floor")
+
+
+def test_step_flops_count_forward_and_backward_and_leave_no_gradients():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vitune.bench.step import BenchSettings, _cpu_attention_flops, build_backbone, count_step_flops, input_batch
+    from vitune.bench.variants import adapt
+    from vitune.train.build import input_size
+
+    settings = BenchSettings(**TINY_SETTINGS)
+    size = input_size(build_backbone(settings))
+    flops = {}
+    for name in ("full", "floor", "lora", "lora+ckpt"):
+        adapted = adapt(parse_variant(name), build_backbone(settings))
+        flops[name] = count_step_flops(adapted, settings, size)
+        assert all(p.grad is None for p in adapted.model.parameters()), name
+    with FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops()) as counter, torch.no_grad():
+        build_backbone(settings)(input_batch(settings, size)[0])
+    forward = counter.get_total_flops()
+    # A linear's backward computes two products of its forward's size under full fine-tuning (the input's and the
+    # weight's gradients), one in the floor; the patch projection has no input gradient but under the floor (on
+    # this tiny ViT it is a tenth of the forward, so LoRA's step computes less than the floor's here).
+    assert flops["full"] == pytest.approx(3 * forward, rel=0.1)
+    assert flops["floor"] == pytest.approx(2 * forward, rel=0.1)
+    assert flops["lora"] < flops["full"]
+    # The recomputed forward counts, up to the last tensor the backward needs (torch stops recomputing there).
+    assert flops["lora"] + 0.5 * forward < flops["lora+ckpt"] < flops["lora"] + forward
+
+
+def test_cpu_attention_is_counted():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vitune.bench.step import _cpu_attention_flops
+
+    q = torch.randn(2, 3, 5, 4, requires_grad=True)  # (batch, heads, tokens, head width)
+    with FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops()) as counter:
+        out = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+        forward = counter.get_total_flops()
+        out.sum().backward()
+    assert forward == 2 * (2 * 2 * 3 * 5 * 5 * 4)  # q k^T and (softmax) v: 2 flops per multiply-add
+    assert counter.get_total_flops() >= 3 * forward  # the backward's four products at least
 
 
 def test_timing_processes_keep_a_warm_heap_and_memory_processes_hand_memory_back(monkeypatch):
@@ -158,13 +201,15 @@ def test_bench_end_to_end_writes_the_table_json_and_plots(tmp_path, capsys):
     for key in ("trainable", "step_s", "peak_mib", "tensor_mib", "step_vs_full", "step_vs_floor", "memory_vs_full",
                 "memory_vs_floor", "tensors_vs_full", "tensors_vs_floor", "unmerged_vs_plain", "merged_vs_plain",
                 "plain_img_s", "merged_img_s", "merge_s",
-                "adapter_bytes", "full_checkpoint_bytes", "storage_vs_full_checkpoint", "rounds"):
+                "adapter_bytes", "full_checkpoint_bytes", "storage_vs_full_checkpoint", "rounds", "step_flops",
+                "flops_vs_floor", "flops_vs_full"):
         assert lora[key] is not None, key
     assert set(lora["step_vs_full"]) == {"median", "min", "max", "rounds"}
     assert document["variants"][0]["step_vs_full"]["median"] == 1.0
     assert 0 < lora["storage_vs_full_checkpoint"] < 1
     # Tensors: the peak above the RSS the libraries hold before the model is built (on this tiny model a few MiB).
     assert all(0 < v["tensor_mib"] < v["peak_mib"] for v in document["variants"])
-    assert "| tensors MiB |" in printed
+    assert "| tensors MiB |" in printed and "| FLOPs x floor |" in printed
+    assert lora["flops_vs_floor"]["rounds"] == 1 and 1 < lora["flops_vs_full"]["median"] ** -1 < 2
     plots = sorted(p.name for p in (tmp_path / "bench_plots").iterdir())
     assert plots == ["floor.png", "full.png", "lora.png"]

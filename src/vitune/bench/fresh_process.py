@@ -37,13 +37,15 @@ def restart_on_a_steady_heap() -> None:
 
 
 def run_fresh(settings: dict[str, Any], variant: str, *, memory: bool, inference: bool = False,
-              storage: bool = False) -> dict[str, Any]:
+              storage: bool = False, flops: bool = False) -> dict[str, Any]:
     """Run one measurement of `variant` in a new process and return its JSON result.
 
     memory: the peak-memory process (a single timed step; the CPU allocator set as above); else the timing
-    process, which also measures inference (`inference`) and the stored bytes (`storage`) when asked.
+    process, which also measures inference (`inference`), the stored bytes (`storage`) and the step's FLOPs
+    (`flops`) when asked.
     """
-    job = {"settings": settings, "variant": variant, "memory": memory, "inference": inference, "storage": storage}
+    job = {"settings": settings, "variant": variant, "memory": memory, "inference": inference, "storage": storage,
+           "flops": flops}
     env = dict(os.environ)
     if settings.get("device", "cpu") == "cpu":
         env.update(PEAK_RSS_ENV if memory else STEADY_HEAP_ENV)
@@ -60,7 +62,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
 
     from ..train.build import input_size
     from .inference import measure_inference
-    from .step import BenchSettings, build_backbone, measure_step, resident_mib
+    from .step import BenchSettings, build_backbone, count_step_flops, measure_step, resident_mib
     from .variants import adapt, checkpoint_bytes, parse_variant
 
     settings = BenchSettings(**job["settings"])
@@ -81,6 +83,8 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     adapted = adapt(variant, backbone)
     result: dict[str, Any] = measure_step(adapted, settings, size)
     result["tensor_mib"] = result["peak_mib"] - libraries_mib
+    if job.get("flops"):  # after the timed steps and the peak: counting runs the step once more, slowly
+        result["step_flops"] = count_step_flops(adapted, settings, size)
     if job["inference"] and plain is not None:
         result.update(measure_inference(plain, adapted, settings, size))
     if job["storage"]:

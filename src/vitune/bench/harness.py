@@ -100,7 +100,9 @@ def run_bench(settings: BenchSettings, methods: Sequence[str], rounds: int = 3, 
             # Inference of a checkpointed twin is its base variant's (checkpointing acts in training only).
             inference = variant.kind != "floor" and not variant.checkpointing
             try:
-                timed = run_fresh(settings.to_dict(), name, memory=False, inference=inference, storage=r == 0)
+                # Stored bytes and FLOPs do not change from round to round: measured in the first only.
+                timed = run_fresh(settings.to_dict(), name, memory=False, inference=inference, storage=r == 0,
+                                  flops=r == 0)
                 memory = run_fresh(settings.to_dict(), name, memory=True)
                 timed["peak_mib"], timed["tensor_mib"] = memory["peak_mib"], memory["tensor_mib"]
             except VituneError as e:
@@ -123,11 +125,13 @@ def _column(raw: dict[str, list[dict[str, Any]]], name: str, key: str) -> list[f
 
 
 # What each ratio compares: ``<ratio>_vs_<baseline>`` divides the variant's figure by the baseline's, round by round.
-RATIOS = {"step": "step_s", "memory": "peak_mib", "tensors": "tensor_mib"}
+# FLOPs come from the first round only, so their ratios have one "round".
+RATIOS = {"step": "step_s", "memory": "peak_mib", "tensors": "tensor_mib", "flops": "step_flops"}
 
 
 def _ratios(raw: dict[str, list[dict[str, Any]]], name: str, baseline: str, label: str) -> dict[str, Any]:
-    """``{"step_vs_<label>": ..., "memory_vs_<label>": ..., "tensors_vs_<label>": ...}``: `name` over `baseline`."""
+    """``{"step_vs_<label>": ..., "memory_vs_<label>": ..., "tensors_vs_<label>": ..., "flops_vs_<label>": ...}``:
+    `name` over `baseline`."""
     return {f"{ratio}_vs_{label}": ratio_spread(_column(raw, name, key), _column(raw, baseline, key))
             for ratio, key in RATIOS.items()}
 
@@ -156,7 +160,8 @@ def _summary(name: str, raw: dict[str, list[dict[str, Any]]], errors: dict[str, 
         return out
     out["trainable"] = rows[0]["trainable"]
     for key in RATIOS.values():
-        out[key] = statistics.median(_column(raw, name, key))
+        values = [v for v in _column(raw, name, key) if v is not None]
+        out[key] = statistics.median(values) if values else None
     for baseline in BASELINES:
         out.update(_ratios(raw, name, baseline, baseline))
     if variant.checkpointing:  # against the same variant without checkpointing

@@ -11,7 +11,8 @@ from typing import Any
 from ..errors import VituneError
 
 # (document key, bar label) in the order the bars are drawn.
-BARS = (("step_vs_full", "step\nx full"), ("step_vs_floor", "step\nx floor"), ("memory_vs_full", "memory\nx full"),
+BARS = (("step_vs_full", "step\nx full"), ("step_vs_floor", "step\nx floor"), ("flops_vs_floor", "FLOPs\nx floor"),
+        ("memory_vs_full", "memory\nx full"),
         ("memory_vs_floor", "memory\nx floor"), ("step_vs_own", "step\nx own"), ("memory_vs_own", "memory\nx own"),
         ("unmerged_vs_plain", "unmerged\n/plain img/s"), ("merged_vs_plain", "merged\n/plain img/s"))
 

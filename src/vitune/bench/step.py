@@ -6,6 +6,10 @@ steps (ViT-S/16 at batch 16: 200,000 and 65,000 page faults, then next to none) 
 same. Peak memory is the process's peak RSS on the CPU and
 ``torch.cuda.max_memory_allocated`` on CUDA; :mod:`.fresh_process` runs each measurement in a process of its
 own, so nothing from another variant is counted.
+
+:func:`count_step_flops` gives the arithmetic of the same step, which separates what a method must compute
+from how fast it is computed: a method whose step costs 1.06x the floor's time and 1.06x its FLOPs has no
+overhead left to remove.
 """
 
 from __future__ import annotations
@@ -93,6 +97,37 @@ def resident_mib() -> float:
             return int(f.read().split()[1]) * resource.getpagesize() / 2**20
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_attention_flops() -> dict[Any, Callable[..., int]]:
+    """Formulas for the CPU's fused attention, which torch's FlopCounterMode does not count (it counts the CUDA
+    kernels): the same products as every other attention kernel (``sdpa_flop_count``)."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    def forward(query, key, value, *args, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *args, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out, query, key, value)
+
+    ops = torch.ops.aten  # keyed by the op, not an overload, as torch's own formulas are
+    return {ops._scaled_dot_product_flash_attention_for_cpu: forward,
+            ops._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+
+
+def count_step_flops(adapted: Adapted, settings: BenchSettings, size: int) -> int:
+    """FLOPs of one training step's forward and backward (torch's FlopCounterMode: the matrix products,
+    convolutions and attention; elementwise work, norms and the optimizer's update are not counted). With
+    activation checkpointing the recomputed forward counts too. Gradients are cleared again afterwards."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = adapted.model.to(settings.device).train()
+    x, y = input_batch(settings, size)
+    x.requires_grad_(adapted.input_grad)
+    with FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops()) as counter:
+        F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
 
 
 def measure_step(adapted: Adapted, settings: BenchSettings, size: int) -> dict[str, float]:

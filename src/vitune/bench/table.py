@@ -18,8 +18,19 @@ def _tensor_cell(variant: dict[str, Any]) -> str:
     return "-" if variant.get("tensor_mib") is None else f"{variant['tensor_mib']:,.0f}"
 
 
+def _flops_cell(variant: dict[str, Any]) -> str:
+    """Three decimals: the ratio is exact (one count), and a method's arithmetic is often within 1% of the floor's."""
+    spread = variant.get("flops_vs_floor")
+    return "-" if spread is None else f"{spread['median']:.3f}x"
+
+
 def _merge_cell(variant: dict[str, Any]) -> str:
     return "-" if variant.get("merge_s") is None else f"{variant['merge_s']:.3f}"
+
+
+COLUMNS = ("variant", "trainable", "step s", "step x full", "step x floor", "FLOPs x floor", "memory MiB",
+           "memory x full", "memory x floor", "tensors MiB", "tensors x full", "tensors x floor",
+           "unmerged/plain img/s", "merged/plain img/s", "merge s", "stored x full checkpoint")
 
 
 def format_table(document: dict[str, Any]) -> str:
@@ -34,30 +45,29 @@ def format_table(document: dict[str, Any]) -> str:
         f"{s['rounds']} rounds x (1 process timing {s['warmup']}+{s['steps']} steps, 1 process for peak memory); "
         f"{m['cpu_count']} CPUs, load average at start {load}",
         "",
-        "| variant | trainable | step s | step x full | step x floor | memory MiB | memory x full | "
-        "memory x floor | tensors MiB | tensors x full | tensors x floor | unmerged/plain img/s | "
-        "merged/plain img/s | merge s | stored x full checkpoint |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|---|" + "---:|" * (len(COLUMNS) - 1),
     ]
     for v in document["variants"]:
         if "step_s" not in v:
-            lines.append(f"| {v['name']} | failed: {v.get('error', '').splitlines()[-1][:80]} |" + " |" * 13)
+            failed = f"failed: {v.get('error', '').splitlines()[-1][:80]}"
+            lines.append("| " + " | ".join([v["name"], failed] + [""] * (len(COLUMNS) - 2)) + " |")
             continue
-        own = ""
+        name = v["name"]
         if v.get("checkpointing"):
-            own = (f" [own step {format_spread(v.get('step_vs_own'))}, own memory {format_spread(v.get('memory_vs_own'))}"
-                   f", own tensors {format_spread(v.get('tensors_vs_own'))}]")
-        lines.append(
-            f"| {v['name']}{own} | {v['trainable']:,} | {v['step_s']:.3f} | {format_spread(v.get('step_vs_full'))} | "
-            f"{format_spread(v.get('step_vs_floor'))} | {v['peak_mib']:,.0f} | {format_spread(v.get('memory_vs_full'))} | "
-            f"{format_spread(v.get('memory_vs_floor'))} | {_tensor_cell(v)} | {format_spread(v.get('tensors_vs_full'))} | "
-            f"{format_spread(v.get('tensors_vs_floor'))} | {format_spread(v.get('unmerged_vs_plain'))} | "
-            f"{format_spread(v.get('merged_vs_plain'))} | {_merge_cell(v)} | {_bytes_cell(v)} |"
-        )
+            name += " [" + ", ".join(f"own {what} {format_spread(v.get(f'{what}_vs_own'))}"
+                                     for what in ("step", "memory", "tensors", "flops")) + "]"
+        cells = [name, f"{v['trainable']:,}", f"{v['step_s']:.3f}", format_spread(v.get("step_vs_full")),
+                 format_spread(v.get("step_vs_floor")), _flops_cell(v), f"{v['peak_mib']:,.0f}",
+                 format_spread(v.get("memory_vs_full")), format_spread(v.get("memory_vs_floor")), _tensor_cell(v),
+                 format_spread(v.get("tensors_vs_full")), format_spread(v.get("tensors_vs_floor")),
+                 format_spread(v.get("unmerged_vs_plain")), format_spread(v.get("merged_vs_plain")),
+                 _merge_cell(v), _bytes_cell(v)]
+        lines.append("| " + " | ".join(cells) + " |")
     for pair in document.get("pairs", []):
-        lines.append(f"\n{pair['variant']} / {pair['peer']}, paired round by round: step "
-                     f"{format_spread(pair['step_vs_peer'])}, peak memory {format_spread(pair['memory_vs_peer'])}, "
-                     f"tensors {format_spread(pair.get('tensors_vs_peer'))}")
+        ratios = ", ".join(f"{label} {format_spread(pair.get(f'{key}_vs_peer'))}" for key, label in
+                           (("step", "step"), ("memory", "peak memory"), ("tensors", "tensors"), ("flops", "FLOPs")))
+        lines.append(f"\n{pair['variant']} / {pair['peer']}, paired round by round: {ratios}")
     for name, reason in document.get("skipped", {}).items():
         lines.append(f"\nskipped {name}: {reason}")
     return "\n".join(lines)
