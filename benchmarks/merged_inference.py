@@ -20,7 +20,7 @@ import torch
 
 import vitune
 from vitune.bench.fresh_process import restart_on_a_steady_heap
-from vitune.bench.inference import inference_seconds
+from vitune.bench.inference import eval_models, forward_flops, inference_seconds_of
 from vitune.bench.step import BenchSettings, build_backbone
 from vitune.bench.variants import adapt, parse_variant
 from vitune.train.build import input_size
@@ -44,7 +44,8 @@ def main() -> None:
                              clock=args.clock, threads=args.threads)
     print(f"{args.model}, batch {args.batch_size}, {args.repeats} turns, {torch.get_num_threads()} threads, "
           f"{args.clock} clock (vitune {vitune.__version__}, torch {torch.__version__})")
-    print(f"{'method':14s} {'plain img/s':>12s} {'merged img/s':>13s} {'merged/plain':>13s}  (quartiles)")
+    print(f"{'method':14s} {'plain img/s':>12s} {'merged img/s':>13s} {'merged/plain':>13s}  (quartiles)      "
+          "FLOPs merged/plain")
     for method in args.methods.split(","):
         backbone = build_backbone(settings)
         size = input_size(backbone)
@@ -53,12 +54,14 @@ def main() -> None:
         if adapted.merge is None:
             print(f"{method:14s} does not merge")
             continue
-        seconds, _ = inference_seconds(plain, adapted, settings, size)
+        models, _ = eval_models(plain, adapted, settings)
+        seconds = inference_seconds_of(models, settings, size)
+        flops = forward_flops(models["merged"], settings, size) / forward_flops(models["plain"], settings, size)
         ratios = [p / m for p, m in zip(seconds["plain"], seconds["merged"])]  # throughput: time ratio inverted
         q1, median, q3 = statistics.quantiles(ratios, n=4)
         img_s = {name: args.batch_size / statistics.median(t) for name, t in seconds.items()}
-        print(f"{method:14s} {img_s['plain']:12.1f} {img_s['merged']:13.1f} {median:12.3f}x  ({q1:.3f}-{q3:.3f})",
-              flush=True)
+        print(f"{method:14s} {img_s['plain']:12.1f} {img_s['merged']:13.1f} {median:12.3f}x  ({q1:.3f}-{q3:.3f})  "
+              f"{flops:.3f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,8 @@ def test_every_kind_of_variant_is_measured(name):
                       "flops": True})
     assert result["step_s"] > 0 and result["peak_mib"] > 0 and result["page_faults_per_step"] >= 0
     assert result["step_flops"] > 0
+    if name != "floor":  # merging leaves the plain model's products; unmerged, the adapter adds its own
+        assert result["merged_forward_flops"] == result["plain_forward_flops"] <= result["unmerged_forward_flops"]
     assert (result["trainable"] == 0) == (name == "floor")
     assert result["plain_img_s"] > 0 and result["unmerged_img_s"] > 0
     assert (result["merged_img_s"] is None) == (name == "floor")
@@ -75,7 +77,7 @@ def test_every_kind_of_variant_is_measured(name):
 def test_step_flops_count_forward_and_backward_and_leave_no_gradients():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vitune.bench.step import BenchSettings, _cpu_attention_flops, build_backbone, count_step_flops, input_batch
+    from vitune.bench.step import BenchSettings, cpu_attention_flops, build_backbone, count_step_flops, input_batch
     from vitune.bench.variants import adapt
     from vitune.train.build import input_size
 
@@ -86,7 +88,7 @@ def test_step_flops_count_forward_and_backward_and_leave_no_gradients():
         adapted = adapt(parse_variant(name), build_backbone(settings))
         flops[name] = count_step_flops(adapted, settings, size)
         assert all(p.grad is None for p in adapted.model.parameters()), name
-    with FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops()) as counter, torch.no_grad():
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention_flops()) as counter, torch.no_grad():
         build_backbone(settings)(input_batch(settings, size)[0])
     forward = counter.get_total_flops()
     # A linear's backward computes two products of its forward's size under full fine-tuning (the input's and the
@@ -102,10 +104,10 @@ def test_step_flops_count_forward_and_backward_and_leave_no_gradients():
 def test_cpu_attention_is_counted():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vitune.bench.step import _cpu_attention_flops
+    from vitune.bench.step import cpu_attention_flops
 
     q = torch.randn(2, 3, 5, 4, requires_grad=True)  # (batch, heads, tokens, head width)
-    with FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops()) as counter:
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention_flops()) as counter:
         out = torch.nn.functional.scaled_dot_product_attention(q, q, q)
         forward = counter.get_total_flops()
         out.sum().backward()
@@ -202,7 +204,7 @@ def test_bench_end_to_end_writes_the_table_json_and_plots(tmp_path, capsys):
                 "memory_vs_floor", "tensors_vs_full", "tensors_vs_floor", "unmerged_vs_plain", "merged_vs_plain",
                 "plain_img_s", "merged_img_s", "merge_s",
                 "adapter_bytes", "full_checkpoint_bytes", "storage_vs_full_checkpoint", "rounds", "step_flops",
-                "flops_vs_floor", "flops_vs_full"):
+                "flops_vs_floor", "flops_vs_full", "merged_flops_vs_plain", "unmerged_flops_vs_plain"):
         assert lora[key] is not None, key
     assert set(lora["step_vs_full"]) == {"median", "min", "max", "rounds"}
     assert document["variants"][0]["step_vs_full"]["median"] == 1.0
@@ -211,5 +213,6 @@ def test_bench_end_to_end_writes_the_table_json_and_plots(tmp_path, capsys):
     assert all(0 < v["tensor_mib"] < v["peak_mib"] for v in document["variants"])
     assert "| tensors MiB |" in printed and "| FLOPs x floor |" in printed
     assert lora["flops_vs_floor"]["rounds"] == 1 and 1 < lora["flops_vs_full"]["median"] ** -1 < 2
+    assert lora["merged_flops_vs_plain"] == 1 < lora["unmerged_flops_vs_plain"]  # merged: the plain model's products
     plots = sorted(p.name for p in (tmp_path / "bench_plots").iterdir())
     assert plots == ["floor.png", "full.png", "lora.png"]

@@ -86,7 +86,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("flops"):  # after the timed steps and the peak: counting runs the step once more, slowly
         result["step_flops"] = count_step_flops(adapted, settings, size)
     if job["inference"] and plain is not None:
-        result.update(measure_inference(plain, adapted, settings, size))
+        result.update(measure_inference(plain, adapted, settings, size, flops=job.get("flops", False)))
     if job["storage"]:
         result["full_checkpoint_bytes"] = full_bytes
         result["adapter_bytes"] = adapted.save(adapted.model) if adapted.save is not None else None

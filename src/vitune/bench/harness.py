@@ -172,6 +172,9 @@ def _summary(name: str, raw: dict[str, list[dict[str, Any]]], errors: dict[str, 
         values = [v for v in _column(raw, name, key) if v is not None]
         out[key] = statistics.median(values) if values else None
     first = rows[0]
+    for model in ("unmerged", "merged"):  # counted in the first round only
+        flops, plain = first.get(f"{model}_forward_flops"), first.get("plain_forward_flops")
+        out[f"{model}_flops_vs_plain"] = flops / plain if flops and plain else None
     out["adapter_bytes"] = first.get("adapter_bytes")
     out["full_checkpoint_bytes"] = first.get("full_checkpoint_bytes")
     if out["adapter_bytes"] and out["full_checkpoint_bytes"]:

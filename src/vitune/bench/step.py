@@ -99,7 +99,7 @@ def resident_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _cpu_attention_flops() -> dict[Any, Callable[..., int]]:
+def cpu_attention_flops() -> dict[Any, Callable[..., int]]:
     """Formulas for the CPU's fused attention, which torch's FlopCounterMode does not count (it counts the CUDA
     kernels): the same products as every other attention kernel (``sdpa_flop_count``)."""
     from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
@@ -124,7 +124,7 @@ def count_step_flops(adapted: Adapted, settings: BenchSettings, size: int) -> in
     model = adapted.model.to(settings.device).train()
     x, y = input_batch(settings, size)
     x.requires_grad_(adapted.input_grad)
-    with FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops()) as counter:
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention_flops()) as counter:
         F.cross_entropy(model(x), y).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()

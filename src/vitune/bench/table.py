@@ -19,9 +19,14 @@ def _tensor_cell(variant: dict[str, Any]) -> str:
 
 
 def _flops_cell(variant: dict[str, Any]) -> str:
-    """Three decimals: the ratio is exact (one count), and a method's arithmetic is often within 1% of the floor's."""
     spread = variant.get("flops_vs_floor")
-    return "-" if spread is None else f"{spread['median']:.3f}x"
+    return _ratio_cell(None if spread is None else spread["median"])
+
+
+def _ratio_cell(ratio: float | None) -> str:
+    """A FLOPs ratio, to three decimals: it is exact (one count), and a method's arithmetic is often within 1%
+    of the floor's."""
+    return "-" if ratio is None else f"{ratio:.3f}x"
 
 
 def _merge_cell(variant: dict[str, Any]) -> str:
@@ -30,7 +35,7 @@ def _merge_cell(variant: dict[str, Any]) -> str:
 
 COLUMNS = ("variant", "trainable", "step s", "step x full", "step x floor", "FLOPs x floor", "memory MiB",
            "memory x full", "memory x floor", "tensors MiB", "tensors x full", "tensors x floor",
-           "unmerged/plain img/s", "merged/plain img/s", "merge s", "stored x full checkpoint")
+           "unmerged/plain img/s", "merged/plain img/s", "merged/plain FLOPs", "merge s", "stored x full checkpoint")
 
 
 def format_table(document: dict[str, Any]) -> str:
@@ -62,7 +67,7 @@ def format_table(document: dict[str, Any]) -> str:
                  format_spread(v.get("memory_vs_full")), format_spread(v.get("memory_vs_floor")), _tensor_cell(v),
                  format_spread(v.get("tensors_vs_full")), format_spread(v.get("tensors_vs_floor")),
                  format_spread(v.get("unmerged_vs_plain")), format_spread(v.get("merged_vs_plain")),
-                 _merge_cell(v), _bytes_cell(v)]
+                 _ratio_cell(v.get("merged_flops_vs_plain")), _merge_cell(v), _bytes_cell(v)]
         lines.append("| " + " | ".join(cells) + " |")
     for pair in document.get("pairs", []):
         ratios = ", ".join(f"{label} {format_spread(pair.get(f'{key}_vs_peer'))}" for key, label in
