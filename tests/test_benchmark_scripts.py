@@ -1,0 +1,35 @@
+"""benchmarks/step_flops.py and benchmarks/merged_inference.py run and print what docs/benchmarks.md quotes from
+them (on ViT-Ti/16 at batch 1: the real runs take ViT-S/16 and ViT-B/16)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: str) -> list[str]:
+    process = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True, text=True,
+                             timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    return process.stdout.splitlines()
+
+
+def test_step_flops_prints_each_variant_against_the_floor_and_full():
+    lines = run_script("step_flops.py", "--model", "vit_tiny_patch16_224", "--variants", "lora,arc")
+    rows = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in lines[2:]}
+    assert list(rows) == ["full", "floor", "lora", "arc"]
+    assert rows["floor"][1] == 1.0 and rows["full"][2] == 1.0
+    assert rows["full"][1] > 1.3  # weight gradients: every product of the backward twice
+    assert rows["lora"][1] < rows["arc"][1]  # ARC's rank-50 projections against LoRA's rank 8 on q and v
+
+
+def test_merged_inference_prints_time_and_flops_ratios():
+    lines = run_script("merged_inference.py", "--model", "vit_tiny_patch16_224", "--batch-size", "1", "--repeats", "4",
+                       "--threads", "1", "--methods", "repadapter,adaptformer")
+    assert lines[-1].split() == ["adaptformer", "does", "not", "merge"]
+    cells = lines[-2].split()
+    assert cells[0] == "repadapter" and float(cells[3].rstrip("x")) > 0
+    assert cells[-1] == "1.000x"  # the merged model's forward FLOPs are the plain model's
