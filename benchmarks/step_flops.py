@@ -17,7 +17,7 @@ import argparse
 import torch
 
 from vitune.bench.step import BenchSettings, build_backbone, count_step_flops
-from vitune.bench.variants import ALL_METHODS, adapt, parse_variant
+from vitune.bench.variants import adapt, expand_methods, parse_variant
 from vitune.train.build import input_size
 
 
@@ -25,11 +25,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit_small_patch16_224")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--variants", default=",".join(ALL_METHODS), help="bench variant names (full and floor always)")
+    parser.add_argument("--variants", default="all",
+                        help="vitune bench --methods names, sets such as all included (full and floor always)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     settings = BenchSettings(model=args.model, batch_size=args.batch_size)
-    names = list(dict.fromkeys(["full", "floor", *args.variants.split(",")]))
+    names = list(dict.fromkeys(["full", "floor", *expand_methods(args.variants.split(","))]))
     size = input_size(build_backbone(settings))  # read from the plain backbone, as vitune bench does
     flops = {}
     for name in names:
