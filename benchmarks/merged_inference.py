@@ -8,6 +8,7 @@ has the plain model's modules and shapes, so its ratio should be 1 up to noise.
 
     python benchmarks/merged_inference.py                                   # ViT-S/16, batch 16, 20 turns
     python benchmarks/merged_inference.py --model vit_base_patch16_224 --batch-size 8 --methods lora,repadapter
+    python benchmarks/merged_inference.py --repeats 0 --batch-size 1                # the FLOPs alone
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def main() -> None:
     parser.add_argument("--model", default="vit_small_patch16_224")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
-    parser.add_argument("--repeats", type=int, default=20, help="batches per model, in turns")
+    parser.add_argument("--repeats", type=int, default=20,
+                        help="batches per model, in turns (0: count the FLOPs only, in seconds)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--clock", default="cpu", choices=("cpu", "wall"))
     args = parser.parse_args()
@@ -44,7 +46,7 @@ def main() -> None:
                              clock=args.clock, threads=args.threads)
     print(f"{args.model}, batch {args.batch_size}, {args.repeats} turns, {torch.get_num_threads()} threads, "
           f"{args.clock} clock (vitune {vitune.__version__}, torch {torch.__version__})")
-    print(f"{'method':14s} {'plain img/s':>12s} {'merged img/s':>13s} {'merged/plain':>13s}  (quartiles)      "
+    print(f"{'method':20s} {'plain img/s':>12s} {'merged img/s':>13s} {'merged/plain':>13s}  (quartiles)      "
           "FLOPs merged/plain")
     for method in args.methods.split(","):
         backbone = build_backbone(settings)
@@ -52,15 +54,18 @@ def main() -> None:
         plain = copy.deepcopy(backbone)
         adapted = adapt(parse_variant(method), backbone)
         if adapted.merge is None:
-            print(f"{method:14s} does not merge")
+            print(f"{method:20s} does not merge")
             continue
         models, _ = eval_models(plain, adapted, settings)
-        seconds = inference_seconds_of(models, settings, size)
         flops = forward_flops(models["merged"], settings, size) / forward_flops(models["plain"], settings, size)
+        if args.repeats == 0:
+            print(f"{method:20s} {'-':>12s} {'-':>13s} {'-':>13s}  {'':13s}  {flops:.3f}x", flush=True)
+            continue
+        seconds = inference_seconds_of(models, settings, size)
         ratios = [p / m for p, m in zip(seconds["plain"], seconds["merged"])]  # throughput: time ratio inverted
         q1, median, q3 = statistics.quantiles(ratios, n=4)
         img_s = {name: args.batch_size / statistics.median(t) for name, t in seconds.items()}
-        print(f"{method:14s} {img_s['plain']:12.1f} {img_s['merged']:13.1f} {median:12.3f}x  ({q1:.3f}-{q3:.3f})  "
+        print(f"{method:20s} {img_s['plain']:12.1f} {img_s['merged']:13.1f} {median:12.3f}x  ({q1:.3f}-{q3:.3f})  "
               f"{flops:.3f}x", flush=True)
 
 

@@ -33,3 +33,9 @@ def test_merged_inference_prints_time_and_flops_ratios():
     cells = lines[-2].split()
     assert cells[0] == "repadapter" and float(cells[3].rstrip("x")) > 0
     assert cells[-1] == "1.000x"  # the merged model's forward FLOPs are the plain model's
+
+
+def test_merged_inference_counts_flops_alone_with_no_repeats():
+    lines = run_script("merged_inference.py", "--model", "vit_tiny_patch16_224", "--batch-size", "1", "--repeats", "0",
+                       "--methods", "ssf")
+    assert lines[-1].split() == ["ssf", "-", "-", "-", "1.000x"]
