@@ -289,7 +289,8 @@ def set_grad_checkpointing(model: nn.Module, enable: bool = True) -> None:
     """Activation checkpointing on or off: each block recomputes its activations in backward, for the same
     gradients at a fraction of the memory. timm's ``set_grad_checkpointing`` on timm models, transformers'
     activation checkpointing on Hugging Face ones; before or after :func:`apply`."""
-    find_family(unwrap(model)).set_grad_checkpointing(unwrap(model), enable)
+    model = unwrap(model)
+    find_family(model).set_grad_checkpointing(model, enable)
 
 
 def merged_model_args(model: nn.Module) -> dict:

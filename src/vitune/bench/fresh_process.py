@@ -83,10 +83,11 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     adapted = adapt(variant, backbone)
     result: dict[str, Any] = measure_step(adapted, settings, size)
     result["tensor_mib"] = result["peak_mib"] - libraries_mib
-    if job.get("flops"):  # after the timed steps and the peak: counting runs the step once more, slowly
+    flops = job.get("flops", False)
+    if flops:  # after the timed steps and the peak: counting runs the step once more, slowly
         result["step_flops"] = count_step_flops(adapted, settings, size)
     if job["inference"] and plain is not None:
-        result.update(measure_inference(plain, adapted, settings, size, flops=job.get("flops", False)))
+        result.update(measure_inference(plain, adapted, settings, size, flops=flops))
     if job["storage"]:
         result["full_checkpoint_bytes"] = full_bytes
         result["adapter_bytes"] = adapted.save(adapted.model) if adapted.save is not None else None

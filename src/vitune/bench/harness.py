@@ -124,6 +124,12 @@ def _column(raw: dict[str, list[dict[str, Any]]], name: str, key: str) -> list[f
     return [row.get(key) for row in raw.get(name, [])]
 
 
+def _median(raw: dict[str, list[dict[str, Any]]], name: str, key: str) -> float | None:
+    """The median over the rounds that measured `key` (FLOPs and bytes: the first only); None if none did."""
+    values = [v for v in _column(raw, name, key) if v is not None]
+    return statistics.median(values) if values else None
+
+
 # What each ratio compares: ``<ratio>_vs_<baseline>`` divides the variant's figure by the baseline's, round by round.
 # FLOPs come from the first round only, so their ratios have one "round".
 RATIOS = {"step": "step_s", "memory": "peak_mib", "tensors": "tensor_mib", "flops": "step_flops"}
@@ -160,8 +166,7 @@ def _summary(name: str, raw: dict[str, list[dict[str, Any]]], errors: dict[str, 
         return out
     out["trainable"] = rows[0]["trainable"]
     for key in RATIOS.values():
-        values = [v for v in _column(raw, name, key) if v is not None]
-        out[key] = statistics.median(values) if values else None
+        out[key] = _median(raw, name, key)
     for baseline in BASELINES:
         out.update(_ratios(raw, name, baseline, baseline))
     if variant.checkpointing:  # against the same variant without checkpointing
@@ -169,8 +174,7 @@ def _summary(name: str, raw: dict[str, list[dict[str, Any]]], errors: dict[str, 
     for key in ("unmerged_vs_plain", "merged_vs_plain"):
         out[key] = value_spread(_column(raw, name, key))
     for key in ("plain_img_s", "unmerged_img_s", "merged_img_s", "merge_s"):
-        values = [v for v in _column(raw, name, key) if v is not None]
-        out[key] = statistics.median(values) if values else None
+        out[key] = _median(raw, name, key)
     first = rows[0]
     for model in ("unmerged", "merged"):  # counted in the first round only
         flops, plain = first.get(f"{model}_forward_flops"), first.get("plain_forward_flops")
